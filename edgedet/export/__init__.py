@@ -1,0 +1,1 @@
+"""Graph surgery for deployment: deploy wrappers, ONNX, TorchScript, metadata (the export issue)."""

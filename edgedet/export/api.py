@@ -1,0 +1,243 @@
+"""``edgedet export``: pick weights, build the deploy wrapper, write ONNX / TorchScript, check them.
+
+Weights, in order of what the user gave:
+- ``--weights CKPT`` (an edgedet checkpoint), ``--weights FILE.weights`` or ``darknet:yolov3``
+  (darknet files, yolov3 / yolov3-tiny only);
+- ``--random-init``: seeded random weights, also written as ``DIR/<name>.pt`` so parity checks can
+  find the reference;
+- nothing: yolov3 / yolov3-tiny take the official COCO weights (cache, else a checked download);
+  where that fails, or for other families, the small checkpoint shipped in ``samples/checkpoints``;
+  with neither, an error naming ``--weights`` and ``--random-init``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgedet.errors import CheckpointError, EdgedetError, WeightsError
+from edgedet.export.deploy import NMSSettings, build_deploy_module
+from edgedet.export.metadata import build_metadata
+from edgedet.models.registry import create_model, get_entry, list_models
+from edgedet.train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+
+__all__ = ["ExportError", "ExportOptions", "ExportedFile", "export_model", "load_export_model",
+           "SAMPLE_CHECKPOINTS", "check_sample"]
+
+FORMATS = ("onnx", "torchscript")
+SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript"}
+SAMPLE_CHECKPOINTS = Path(__file__).resolve().parents[2] / "samples" / "checkpoints"
+RANDOM_INIT_SEED = 0
+
+
+class ExportError(EdgedetError):
+    """Contradictory or impossible export options."""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    formats: tuple[str, ...] = FORMATS
+    imgsz: tuple[int, int] | None = None
+    dynamic: bool = False
+    half: bool = False
+    nms: NMSSettings | None = NMSSettings()
+    input_format: str = "uint8"
+    opset: int | None = None
+    probs: bool = False
+    simplify: bool = True
+    check: bool = True
+    name: str | None = None
+
+
+@dataclass
+class ExportedFile:
+    format: str
+    path: Path
+    seconds: float
+    check: str = ""
+    check_passed: bool | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_export_model(name: str, weights: str | None, random_init: bool, imgsz: tuple[int, int] | None,
+                      out_dir: Path, out_name: str, say: Callable[[str], None]) -> tuple[nn.Module, dict[str, Any]]:
+    """The model to export and a description of where its weights came from."""
+    get_entry(name)  # unknown model -> one-line error listing the known ones
+    overrides: dict[str, Any] = {"input_size": imgsz} if imgsz else {}
+    if weights and random_init:
+        raise ExportError("--weights and --random-init contradict each other; give one")
+    if random_init:
+        torch.manual_seed(RANDOM_INIT_SEED)
+        model = create_model(name, **overrides).eval()
+        ckpt = save_checkpoint(out_dir / f"{out_name}.pt", model, train={"random_init_seed": RANDOM_INIT_SEED})
+        return model, {"kind": "random-init", "checkpoint": str(ckpt.resolve()), "sha256": _sha256(ckpt)}
+    if weights is None:
+        if get_entry(name).family == "yolov3" and name in ("yolov3", "yolov3-tiny"):
+            try:
+                return load_export_model(name, f"darknet:{name}", False, imgsz, out_dir, out_name, say)
+            except WeightsError as e:
+                say(f"note: official {name} weights unavailable ({e})")
+        shipped = SAMPLE_CHECKPOINTS / f"{name}.pt"
+        if shipped.is_file():
+            say(f"note: no --weights given; using the checkpoint shipped in samples: {shipped}")
+            return load_export_model(name, str(shipped), False, imgsz, out_dir, out_name, say)
+        raise ExportError(f"no weights for {name}: pass --weights CKPT (or a darknet .weights file) "
+                          f"or --random-init")
+    if weights.startswith("darknet:") or weights.endswith(".weights"):
+        from edgedet.models.darknet import load_darknet_weights, resolve_darknet_weights
+
+        if get_entry(name).family != "yolov3":
+            raise ExportError(f"darknet weights fit yolov3 and yolov3-tiny, not {name}")
+        path = resolve_darknet_weights(weights) if weights.startswith("darknet:") else Path(weights)
+        if not path.is_file():
+            raise WeightsError(f"darknet weights {path} do not exist")
+        model = create_model(name, **overrides)
+        load_darknet_weights(model, path)
+        return model.eval(), {"kind": "darknet", "weights": str(path.resolve()), "sha256": _sha256(path)}
+    path = Path(weights)
+    ckpt = load_checkpoint(path)
+    if ckpt["model"] != name:
+        raise ExportError(f"{path} holds a {ckpt['model']} checkpoint, not {name}")
+    if imgsz:
+        ckpt = dict(ckpt, config=dict(ckpt["config"], input_size=list(imgsz)))
+    try:
+        model = model_from_checkpoint(ckpt)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}".replace("checkpoint: ", "")) from None
+    return model, {"kind": "checkpoint", "checkpoint": str(path.resolve()), "sha256": _sha256(path)}
+
+
+def check_sample(model: nn.Module, imgsz: tuple[int, int]) -> np.ndarray:
+    """Two BGR frames for the export check: a real sample of the family's dataset (letterboxed)
+    and an empty scene (uniform grey), as a uint8 batch ``[2, H, W, 3]``."""
+    from edgedet.data import build_dataset
+    from edgedet.runtime.letterbox import letterbox
+
+    family = get_entry(model.model_name).family
+    spec = {"localizer": "digits-loc", "grid": "digits-grid"}.get(family, "clutter")
+    image = build_dataset(spec, split="val")[1]["image"]
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    framed, _ = letterbox(image, imgsz)
+    empty = np.full_like(framed, 114)
+    return np.stack([framed, empty])
+
+
+def _check_file(fmt: str, path: Path, reference: nn.Module, names: tuple[str, ...], frames: np.ndarray,
+                half: bool) -> tuple[bool | None, str]:
+    from edgedet.parity.compare import Tolerance, compare_outputs
+
+    tol = Tolerance.fp16() if half else Tolerance()
+    x = torch.from_numpy(frames)
+    with torch.no_grad():
+        ref = [t.numpy() for t in reference(x)]
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        try:
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            out = session.run(list(names), {"images": frames})
+        except Exception as e:  # ORT's CPU provider lacks some fp16 kernels
+            if half:
+                return None, f"not run on the CPU provider ({str(e).splitlines()[0][:120]})"
+            raise
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit's deprecation notice
+            loaded = torch.jit.load(str(path))
+        with torch.no_grad():
+            result = loaded(x)
+        out = [t.numpy() for t in (result if isinstance(result, (list, tuple)) else [result])]
+    results = compare_outputs(names, ref, out, tol)
+    passed = all(r.passed for r in results)
+    return passed, "; ".join(r.line() for r in results)
+
+
+def export_model(name: str, out_dir: str | os.PathLike, options: ExportOptions = ExportOptions(),
+                 weights: str | None = None, random_init: bool = False,
+                 say: Callable[[str], None] = print) -> list[ExportedFile]:
+    """Export ``name`` to every format in ``options`` under ``out_dir``; returns what was written."""
+    from edgedet.export.onnx import DEFAULT_OPSET, MIN_OPSET, OnnxNMS, export_onnx
+    from edgedet.export.torchscript import export_torchscript
+
+    if name not in list_models():
+        get_entry(name)
+    bad = [f for f in options.formats if f not in FORMATS]
+    if bad or not options.formats:
+        raise ExportError(f"unknown format {', '.join(bad) or '(none)'}; choose from {', '.join(FORMATS)}")
+    task = get_entry(name).task
+    if options.probs and task != "segmentation":
+        raise ExportError("--probs applies to segmentation models only")
+    if options.nms is None and task != "detection":
+        raise ExportError("--no-nms applies to detectors only")
+    if options.opset is not None and options.opset < MIN_OPSET:
+        raise ExportError(f"--opset {options.opset} is too old; the graph needs opset >= {MIN_OPSET}")
+    if options.input_format not in ("uint8", "float"):
+        raise ExportError(f"--input must be uint8 or float, got {options.input_format}")
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".edgedet-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ExportError(f"cannot write to {out_dir}: {e.strerror or e}") from None
+    out_name = options.name or name
+    model, source = load_export_model(name, weights, random_init, options.imgsz, out_dir, out_name, say)
+    imgsz = tuple(model.cfg.input_size)
+    if options.dynamic and get_entry(name).family in ("localizer", "grid"):
+        raise ExportError(f"--dynamic: {name} has a fixed input size (its head depends on it)")
+    if options.half and not torch.cuda.is_available():
+        say("note: --half on a machine without CUDA: exporting fp16 on the CPU (slow, checks may not run)")
+    frames = check_sample(model, imgsz)
+    example = torch.from_numpy(frames)
+    if options.input_format == "float":
+        example = example.flip(-1).permute(0, 3, 1, 2).float() / 255
+    reference, names = build_deploy_module(model, input_format=options.input_format, half=options.half,
+                                           nms=options.nms, probs=options.probs)
+    export_args = {k: v for k, v in asdict(options).items() if k != "nms"}
+    export_args.update(model=name, weights=weights, random_init=random_init)
+    files: list[ExportedFile] = []
+    for fmt in options.formats:
+        start = time.perf_counter()
+        path = out_dir / f"{out_name}{SUFFIX[fmt]}"
+        metadata = build_metadata(model, imgsz=imgsz, input_format=options.input_format,
+                                  dynamic=options.dynamic, half=options.half, nms=options.nms,
+                                  output_names=names, source=source, export_args=export_args,
+                                  graph_format=fmt)
+        if fmt == "onnx":
+            opset = options.opset or DEFAULT_OPSET
+            metadata["opset"] = opset
+            onnx_nms = OnnxNMS(options.nms) if options.nms is not None else None
+            module, _ = build_deploy_module(model, input_format=options.input_format, half=options.half,
+                                            nms=options.nms, nms_module=onnx_nms, probs=options.probs)
+            export_onnx(module, example, path, names, metadata, options.dynamic, opset, simplify=options.simplify)
+        else:
+            export_torchscript(reference, example, path, metadata)
+        record = ExportedFile(fmt, path, time.perf_counter() - start)
+        if options.check and options.input_format == "uint8":
+            record.check_passed, record.check = _check_file(fmt, path, reference, names, frames, options.half)
+            if fmt == "onnx" and options.simplify and record.check_passed is False:
+                # onnxslim broke parity: keep the plain export instead.
+                export_onnx(module, example, path, names, metadata, options.dynamic, opset, simplify=False)
+                record.notes.append("simplified graph failed the check; wrote the unsimplified graph")
+                record.check_passed, record.check = _check_file(fmt, path, reference, names, frames, options.half)
+        files.append(record)
+    return files

@@ -1,0 +1,87 @@
+"""Grid detector: one detection slot per cell (the course seed's 2x3 grid over 48x60 images).
+
+A conv-BN-LeakyReLU backbone down to stride ``2 ** len(widths)``, then a convolution whose kernel
+and stride equal one cell, so each output position sees exactly its cell's features and the head
+is ``[B, 5 + C, rows, cols]`` for any grid whose cells divide evenly by the backbone stride.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from edgedet.errors import ModelError
+from edgedet.models.layers import ConvBNAct, check_common_config
+from edgedet.models.registry import register_model
+from edgedet.ops.grid import decode_grid
+
+__all__ = ["GridConfig", "GridDetector", "GridDecoder"]
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    in_channels: int = 1
+    num_classes: int = 2
+    input_size: tuple[int, int] = (48, 60)
+    grid: tuple[int, int] = (2, 3)  # rows, cols
+    widths: tuple[int, ...] = (16, 32)  # one conv pair + 2x2 max-pool per stage
+    cell_channels: int = 128
+    leaky: float = 0.1
+    class_names: tuple[str, ...] = ("0", "1")
+
+    def validate(self) -> None:
+        check_common_config(self, ModelError)
+        if len(self.grid) != 2 or min(self.grid) < 1:
+            raise ModelError(f"grid must be (rows, cols) >= 1, got {self.grid}")
+        stride = 2 ** len(self.widths)
+        for size, cells, axis in zip(self.input_size, self.grid, ("height", "width")):
+            if size % cells or (size // cells) % stride:
+                raise ModelError(f"input {axis} {size} must split into {cells} cells whose size is a "
+                                 f"multiple of the backbone stride {stride}")
+
+    @property
+    def cell_size(self) -> tuple[int, int]:
+        return self.input_size[0] // self.grid[0], self.input_size[1] // self.grid[1]
+
+
+class GridDetector(nn.Module):
+    """``forward(x[B, C, H, W]) -> Tensor[B, 5 + num_classes, rows, cols]`` raw per-cell logits."""
+
+    def __init__(self, cfg: GridConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        layers: list[nn.Module] = []
+        ch = cfg.in_channels
+        for width in cfg.widths:
+            layers += [ConvBNAct(ch, width, 3, leaky=cfg.leaky), ConvBNAct(width, width, 3, leaky=cfg.leaky),
+                       nn.MaxPool2d(2)]
+            ch = width
+        self.features = nn.Sequential(*layers)
+        stride = 2 ** len(cfg.widths)
+        cell = (cfg.cell_size[0] // stride, cfg.cell_size[1] // stride)
+        self.cell = nn.Sequential(
+            nn.Conv2d(ch, cfg.cell_channels, cell, cell, bias=False),  # one output per grid cell
+            nn.BatchNorm2d(cfg.cell_channels),
+            nn.LeakyReLU(cfg.leaky, inplace=True),
+        )
+        self.head = nn.Conv2d(cfg.cell_channels, 5 + cfg.num_classes, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.cell(self.features(x)))  # (B, 5 + C, rows, cols)
+
+
+class GridDecoder(nn.Module):
+    """Raw grid head -> ``Tensor[B, rows * cols, 5 + C]`` (see :func:`edgedet.ops.grid.decode_grid`)."""
+
+    def __init__(self, model: GridDetector) -> None:
+        super().__init__()
+        self.input_size = tuple(model.cfg.input_size)
+
+    def forward(self, head: Tensor) -> Tensor:
+        return decode_grid(head, self.input_size)
+
+
+@register_model("grid", family="grid", task="detection", config=GridConfig(), decoder=GridDecoder)
+def grid(cfg: GridConfig) -> GridDetector:
+    return GridDetector(cfg)

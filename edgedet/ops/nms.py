@@ -1,0 +1,153 @@
+"""Non-maximum suppression: the one NMS used by export, parity and training metrics.
+
+Two pieces, both plain torch operators (TorchScript-able, no torchvision):
+
+- :func:`nms_indices` has exactly the semantics of ONNX ``NonMaxSuppression`` (batched, per class,
+  ``score > score_threshold``, suppress ``IoU > iou_threshold``, ties broken by lower box index),
+  so the exported ONNX graph can swap it for that operator and compute the same thing.
+- :func:`gather_detections` turns selected ``(image, class, box)`` triples into fixed-size, padded
+  per-image outputs sorted by score, without a loop over the batch.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from edgedet.ops.boxes import box_iou
+
+__all__ = ["nms", "nms_indices", "selection_order", "gather_detections", "limit_candidates"]
+
+
+def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy NMS over one set of boxes.
+
+    Args:
+        boxes (Tensor[N, 4]): ``(x1, y1, x2, y2)`` boxes.
+        scores (Tensor[N]): their scores.
+        iou_threshold: a box is dropped when its IoU with a kept, higher-scoring box is greater.
+
+    Returns:
+        Tensor[K] int64: indices of kept boxes, highest score first; equal scores keep the lower
+        index first.
+    """
+    order = torch.sort(scores, descending=True, stable=True)[1]
+    boxes = boxes[order]
+    iou = box_iou(boxes, boxes)
+    n = boxes.shape[0]
+    suppressed = torch.zeros(n, dtype=torch.bool, device=boxes.device)
+    keep = torch.zeros(n, dtype=torch.bool, device=boxes.device)
+    for i in range(n):
+        if not bool(suppressed[i]):
+            keep[i] = True
+            suppressed = suppressed | (iou[i] > iou_threshold)
+    return order[keep]
+
+
+def nms_indices(boxes: Tensor, scores: Tensor, max_per_class: int, iou_threshold: float,
+                score_threshold: float) -> Tensor:
+    """Batched, class-wise NMS with ONNX ``NonMaxSuppression`` semantics.
+
+    Args:
+        boxes (Tensor[B, N, 4]): ``(x1, y1, x2, y2)`` boxes.
+        scores (Tensor[B, C, N]): per-class scores.
+        max_per_class: at most this many boxes per image and class.
+        iou_threshold: suppress when IoU is greater than this.
+        score_threshold: only boxes with a score greater than this take part.
+
+    Returns:
+        Tensor[S, 3] int64: ``(image, class, box)`` triples, grouped by image then class, each
+        group in descending score order (the operator's output order).
+    """
+    out: list[Tensor] = []
+    b_size, c_size = scores.shape[0], scores.shape[1]
+    for b in range(b_size):
+        for c in range(c_size):
+            s = scores[b, c]
+            candidates = torch.nonzero(s > score_threshold).flatten()
+            if candidates.numel() == 0:
+                continue
+            kept = candidates[nms(boxes[b, candidates], s[candidates], iou_threshold)][:max_per_class]
+            triple = torch.stack((torch.full_like(kept, b), torch.full_like(kept, c), kept), dim=1)
+            out.append(triple)
+    if len(out) == 0:
+        return torch.zeros(0, 3, dtype=torch.int64, device=boxes.device)
+    return torch.cat(out, dim=0)
+
+
+def limit_candidates(scores: Tensor, max_candidates: int) -> Tensor:
+    """Zero every score below an image's ``max_candidates``-th largest, so NMS sees a bounded set.
+
+    Args:
+        scores (Tensor[B, C, N]): per-class scores.
+        max_candidates: how many (class, box) candidates per image may survive.
+
+    Returns:
+        Tensor[B, C, N]: ``scores`` with the rest set to 0. Ties with the k-th score survive.
+    """
+    b, c, n = scores.shape
+    flat = scores.reshape(b, c * n)
+    k = min(max_candidates, c * n)
+    kth = torch.topk(flat, k, dim=1)[0][:, k - 1 : k]  # (B, 1)
+    return torch.where(flat >= kth, flat, torch.zeros_like(flat)).reshape(b, c, n)
+
+
+def selection_order(selected: Tensor, scores: Tensor, stable: bool = True) -> Tensor:
+    """The permutation ordering NMS output by image, then descending score.
+
+    Args:
+        selected (Tensor[S, 3] int64): ``(image, class, box)`` triples in NMS output order.
+        scores (Tensor[B, C, N]): the scores NMS saw.
+        stable: keep NMS order among equal scores. ONNX export passes False: ``argsort`` then
+            exports as ``TopK``, whose specification breaks ties by the lower index, which is
+            the same stable order (torch's exporter has no stable sort).
+
+    Returns:
+        Tensor[S] int64 indices into ``selected``.
+    """
+    img = selected[:, 0]
+    # One sort for both keys: images' keys lie in disjoint ranges (2 * image - score with score
+    # in [0, 1]); float64 holds every float32 score exactly.
+    key = img.to(torch.float64) * 2.0 - scores[img, selected[:, 1], selected[:, 2]].to(torch.float64)
+    if stable:
+        return torch.sort(key, stable=True)[1]
+    return torch.argsort(key)
+
+
+def gather_detections(selected: Tensor, boxes: Tensor, scores: Tensor, max_det: int,
+                      box_labels: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Padded per-image detections from NMS output.
+
+    Args:
+        selected (Tensor[S, 3] int64): ``(image, class, box)`` triples from NMS, ordered by
+            image, then descending score (see :func:`selection_order`).
+        boxes (Tensor[B, N, 4]): the boxes NMS saw.
+        scores (Tensor[B, C, N]): the scores NMS saw.
+        max_det: K, detections kept per image.
+        box_labels (Tensor[B, N] int64, optional): a label per box, used instead of the class
+            index of ``selected`` (class-agnostic NMS runs with a single class).
+
+    Returns:
+        num_dets (Tensor[B] int64), boxes (Tensor[B, K, 4]), scores (Tensor[B, K]),
+        labels (Tensor[B, K] int64): per image the K best detections by descending score;
+        padding rows are zero with label -1.
+    """
+    b_size = boxes.shape[0]
+    img, cls, idx = selected[:, 0], selected[:, 1], selected[:, 2]
+    sel_scores = scores[img, cls, idx]  # (S,)
+    # Detections per image by comparison and sum (no scatter-add: every backend has these ops).
+    images = torch.arange(b_size, device=boxes.device)
+    counts = (img.unsqueeze(1) == images.unsqueeze(0)).to(torch.int64).sum(0)  # (B,)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(img.shape[0], device=boxes.device) - starts[img]
+    keep = rank < max_det
+    img, cls, idx, sel_scores, rank = img[keep], cls[keep], idx[keep], sel_scores[keep], rank[keep]
+    out_boxes = torch.zeros(b_size, max_det, 4, dtype=boxes.dtype, device=boxes.device)
+    out_scores = torch.zeros(b_size, max_det, dtype=scores.dtype, device=boxes.device)
+    out_labels = torch.full((b_size, max_det), -1, dtype=torch.int64, device=boxes.device)
+    out_boxes[img, rank] = boxes[img, idx]
+    out_scores[img, rank] = sel_scores
+    out_labels[img, rank] = cls if box_labels is None else box_labels[img, idx]
+    return torch.clamp(counts, max=max_det), out_boxes, out_scores, out_labels

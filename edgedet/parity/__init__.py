@@ -1,0 +1,7 @@
+"""Comparing exported graphs with the PyTorch model they came from."""
+
+from edgedet.parity.compare import (CompareResult, Tolerance, compare_dense, compare_detections,
+                                    compare_masks, compare_outputs)
+
+__all__ = ["CompareResult", "Tolerance", "compare_dense", "compare_detections", "compare_masks",
+           "compare_outputs"]

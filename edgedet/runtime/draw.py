@@ -1,0 +1,169 @@
+"""Drawing detections and segmentation masks onto BGR frames (numpy and OpenCV only).
+
+Colours follow one rule everywhere: object class ``k`` is drawn in ``palette(...)[k]`` and the
+semantic value ``k + 1`` (the same class in a segmentation mask, where 0 is background) in the
+same colour, so boxes and masks of one class match.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from functools import lru_cache
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+__all__ = ["palette", "draw_detections", "overlay_mask", "draw_label", "label_style"]
+
+Color = tuple[int, int, int]
+
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_GOLDEN = 0.618033988749895
+
+
+@lru_cache(maxsize=None)
+def _palette(n: int) -> tuple[Color, ...]:
+    colors = []
+    for i in range(n):
+        # Stepping hue by the golden ratio keeps any prefix of the palette well spread, so the
+        # first few classes are always far apart; alternating saturation/value separates
+        # neighbours once hues start to repeat.
+        hue = (0.02 + i * _GOLDEN) % 1.0
+        sat = (0.85, 0.6, 0.95)[i % 3]
+        val = (0.95, 1.0, 0.8)[(i // 3) % 3]
+        r, g, b = colorsys.hsv_to_rgb(hue, sat, val)
+        colors.append((int(round(b * 255)), int(round(g * 255)), int(round(r * 255))))
+    return tuple(colors)
+
+
+def palette(n: int) -> list[Color]:
+    """``n`` distinct BGR colours, the same list every call (a prefix of ``palette(n + 1)``)."""
+    if n < 0:
+        raise ValueError(f"palette size must be >= 0, got {n}")
+    return list(_palette(n))
+
+
+def _as_bgr(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        return cv2.cvtColor(np.ascontiguousarray(image.reshape(image.shape[:2])), cv2.COLOR_GRAY2BGR)
+    raise ValueError(f"expected a [H, W, 3] BGR or [H, W] grey image, got shape {image.shape}")
+
+
+def label_style(image_shape: Sequence[int]) -> tuple[float, int, int]:
+    """Font scale, text thickness and box thickness that read well on an image of this size."""
+    short = min(int(image_shape[0]), int(image_shape[1]))
+    # Hershey glyphs are ~22 px tall at scale 1; aim for text ~4 % of the short side, but never
+    # below ~8 px (unreadable) nor above ~26 px (covers the objects).
+    scale = float(np.clip(short / 560.0, 0.33, 1.2))
+    text_thickness = 1 if scale < 0.8 else 2
+    box_thickness = max(1, int(round(short / 320.0)))
+    return scale, text_thickness, box_thickness
+
+
+def _text_color(background: Color) -> Color:
+    b, g, r = background
+    luma = 0.114 * b + 0.587 * g + 0.299 * r
+    return (0, 0, 0) if luma > 140 else (255, 255, 255)
+
+
+def draw_label(image: np.ndarray, text: str, x: int, y: int, color: Color,
+               scale: float | None = None, thickness: int | None = None,
+               above: bool = True) -> np.ndarray:
+    """Write ``text`` on a filled ``color`` tag anchored at (x, y), kept inside the image.
+
+    With ``above`` the tag sits on top of y (the usual place over a box's top edge) and drops
+    below y when there is no room; the text colour is black or white, whichever reads better.
+    """
+    h, w = image.shape[:2]
+    auto_scale, auto_thickness, _ = label_style(image.shape)
+    scale = auto_scale if scale is None else scale
+    thickness = auto_thickness if thickness is None else thickness
+    (tw, th), baseline = cv2.getTextSize(text, _FONT, scale, thickness)
+    pad = max(1, int(round(th * 0.25)))
+    tag_w, tag_h = tw + 2 * pad, th + baseline + pad
+    x0 = int(np.clip(x, 0, max(0, w - tag_w)))
+    y0 = y - tag_h if above and y - tag_h >= 0 else y
+    y0 = int(np.clip(y0, 0, max(0, h - tag_h)))
+    cv2.rectangle(image, (x0, y0), (x0 + tag_w - 1, y0 + tag_h - 1), color, cv2.FILLED)
+    cv2.putText(image, text, (x0 + pad, y0 + pad + th - 1), _FONT, scale, _text_color(color),
+                thickness, cv2.LINE_AA)
+    return image
+
+
+def draw_detections(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
+                    scores: np.ndarray | None = None,
+                    class_names: Sequence[str] | None = None,
+                    thickness: int | None = None,
+                    colors: Sequence[Color] | None = None,
+                    font_scale: float | None = None) -> np.ndarray:
+    """Draw boxes with a ``name score`` tag each; returns the drawn image.
+
+    Args:
+        image: uint8 [H, W, 3] BGR, drawn in place. A grey [H, W] or [H, W, 1] image is first
+            converted to a new BGR image, so always use the returned array.
+        boxes: [N, 4] x1, y1, x2, y2 in pixels (x2, y2 exclusive, as in the sample contract).
+        labels: [N] class ids; rows with a negative id (padding from a fixed-size graph
+            output) are skipped.
+        scores: optional [N] confidences, printed with two decimals.
+        class_names: names for the ids; without them the id itself is printed.
+        thickness: box line width; by default it grows with the image.
+        colors: per-class colours; by default :func:`palette`.
+        font_scale: OpenCV font scale of the tags; by default it grows with the image.
+    """
+    image = _as_bgr(image)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    labels = np.asarray(labels).reshape(-1).astype(np.int64)
+    if len(boxes) != len(labels):
+        raise ValueError(f"{len(boxes)} boxes but {len(labels)} labels")
+    if scores is not None:
+        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    n_classes = max(len(class_names) if class_names else 0, int(labels.max(initial=-1)) + 1)
+    colors = list(colors) if colors is not None else palette(max(n_classes, 1))
+    scale, text_thickness, box_thickness = label_style(image.shape)
+    thickness = box_thickness if thickness is None else thickness
+    scale = scale if font_scale is None else font_scale
+
+    # Boxes first, then tags, so no box line is drawn across another object's tag.
+    visible = [i for i in range(len(boxes)) if labels[i] >= 0]
+    for i in visible:
+        x1, y1, x2, y2 = boxes[i]
+        color = colors[labels[i] % len(colors)]
+        # x2/y2 are exclusive; the outline goes on the last pixel that belongs to the object.
+        cv2.rectangle(image, (int(round(x1)), int(round(y1))),
+                      (int(round(x2)) - 1, int(round(y2)) - 1), color, thickness)
+    for i in visible:
+        label = int(labels[i])
+        name = class_names[label] if class_names and label < len(class_names) else str(label)
+        text = name if scores is None else f"{name} {scores[i]:.2f}"
+        draw_label(image, text, int(round(boxes[i, 0])), int(round(boxes[i, 1])),
+                   colors[label % len(colors)], scale, text_thickness)
+    return image
+
+
+def overlay_mask(image: np.ndarray, semantic: np.ndarray, alpha: float = 0.45,
+                 ignore: int = 255, colors: Sequence[Color] | None = None) -> np.ndarray:
+    """Blend a semantic mask over ``image``; returns the drawn image.
+
+    ``semantic`` is uint8 [H, W]: 0 is background and stays transparent, ``ignore`` stays
+    transparent too, and value ``k`` is drawn in ``colors[k - 1]`` (the colour of object class
+    ``k - 1`` in :func:`draw_detections`). ``image`` follows the same in-place rule as there.
+    """
+    image = _as_bgr(image)
+    semantic = np.asarray(semantic)
+    if semantic.shape != image.shape[:2]:
+        raise ValueError(f"mask shape {semantic.shape} does not match image {image.shape[:2]}")
+    drawn = (semantic != 0) & (semantic != ignore)
+    if drawn.any():
+        values = semantic[drawn].astype(np.int64)
+        if values.min() < 0:
+            raise ValueError("semantic mask holds negative class ids")
+        colors = list(colors) if colors is not None else palette(int(values.max()))
+        lut = np.array([(0, 0, 0)] + [colors[(v - 1) % len(colors)] for v in range(1, int(values.max()) + 1)],
+                       dtype=np.float32)
+        pixels = image[drawn].astype(np.float32)
+        tint = lut[values]
+        image[drawn] = np.clip(pixels * (1.0 - alpha) + tint * alpha + 0.5, 0, 255).astype(np.uint8)
+    return image

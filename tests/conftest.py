@@ -1,0 +1,121 @@
+"""Shared test helpers: paths, running the CLI in a subprocess, small model settings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# darknet's cfg files and photos; present beside the repository in CI (shared/reference/darknet).
+DARKNET_REFERENCE = REPO.parent / "shared" / "reference" / "darknet"
+
+# Overrides that keep every family quick on a 2-core CPU; the tests parametrized over
+# list_models() use them. Families not listed run at their defaults.
+SMALL_OVERRIDES = {
+    "yolov3": {"width": 0.25, "depth": 0.34},
+    "yolov3-tiny": {"width": 0.25},
+}
+SMALL_INPUT = {"yolov3": (64, 96), "yolov3-tiny": (64, 96), "unet": (64, 64)}
+
+# A process that cannot import torch or torchvision, as on an edge device.
+NO_TORCH_PRELUDE = """
+import sys
+class _NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'torchvision'):
+            raise ImportError(f'{name} is blocked in this test')
+        return None
+sys.meta_path.insert(0, _NoTorch())
+"""
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str, cwd: Path | None = None, no_torch: bool = False, timeout: float = 120) -> CliResult:
+    """Run ``python -m edgedet ARGS`` in a fresh process, as a user would."""
+    if no_torch:
+        code = NO_TORCH_PRELUDE + "\nfrom edgedet.cli import main\nmain()\n"
+        cmd = [sys.executable, "-c", code, *args]
+    else:
+        cmd = [sys.executable, "-m", "edgedet", *args]
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def assert_user_error(result: CliResult, *fragments: str) -> None:
+    """A user error: exit 1, exactly one ``error:`` line on stderr, no traceback."""
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.fixture
+def darknet_reference() -> Path:
+    if not DARKNET_REFERENCE.is_dir():
+        pytest.skip(f"darknet reference files not found at {DARKNET_REFERENCE}")
+    return DARKNET_REFERENCE
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if not has_cuda:
+        skip = pytest.mark.skip(reason="needs CUDA")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+def assert_sample_contract(dataset, sample: dict) -> None:
+    """Check one sample against the data contract of edgedet.data.sample."""
+    import numpy as np
+
+    from edgedet.data.sample import IGNORE, TASKS, tight_boxes
+
+    assert dataset.task in TASKS
+    assert isinstance(dataset.class_names, tuple) and all(isinstance(n, str) for n in dataset.class_names)
+    image = sample["image"]
+    assert isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
+    assert image.shape[2] in (1, 3)
+    h, w = image.shape[:2]
+    if dataset.image_size is not None:
+        assert tuple(dataset.image_size) == (h, w)
+    boxes, labels = sample["boxes"], sample["labels"]
+    assert boxes.dtype == np.float32 and boxes.ndim == 2 and boxes.shape[1] == 4
+    assert labels.dtype == np.int64 and labels.shape == (len(boxes),)
+    assert ((labels >= 0) & (labels < len(dataset.class_names))).all(), labels
+    if len(boxes):
+        assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
+        assert (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
+        assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
+    assert "id" in sample
+    if not dataset.has_masks:
+        assert "masks" not in sample and "semantic" not in sample
+        return
+    masks, semantic = sample["masks"], sample["semantic"]
+    assert masks.dtype == np.uint8 and masks.shape == (len(boxes), h, w)
+    assert set(np.unique(masks).tolist()) <= {0, 1}
+    np.testing.assert_array_equal(tight_boxes(masks), boxes)
+    assert semantic.dtype == np.uint8 and semantic.shape == (h, w)
+    values = set(np.unique(semantic).tolist())
+    assert values <= set(range(len(dataset.class_names) + 1)) | {IGNORE}, values
+    covered = masks.any(axis=0)
+    assert (semantic[covered] != 0).all()
+    assert not ((semantic != 0) & (semantic != IGNORE) & ~covered).any()

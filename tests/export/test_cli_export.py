@@ -1,0 +1,144 @@
+"""``edgedet export`` and ``edgedet info`` as a user runs them: files, metadata, errors."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import onnx
+import pytest
+import torch
+
+from edgedet.errors import EdgedetError
+from edgedet.export.api import ExportOptions, export_model
+from edgedet.export.info import graph_info
+from edgedet.runtime.metadata import read_metadata
+from edgedet.train.checkpoint import load_checkpoint, save_checkpoint
+from edgedet.models import create_model
+from tests.conftest import assert_user_error, run_cli
+
+
+def test_random_init_export_writes_graphs_checkpoint_and_passes_its_check(tmp_path):
+    result = run_cli("export", "--model", "grid", "--random-init", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.onnx", "grid.pt", "grid.torchscript"]
+    assert result.stdout.count("PASS") >= 2 and "FAIL" not in result.stdout
+    for name in ("grid.onnx", "grid.torchscript"):
+        meta = read_metadata(tmp_path / name)
+        assert meta["model"] == "grid" and meta["task"] == "detection"
+        assert meta["class_names"] == ["0", "1"]
+        assert meta["input"] == {"name": "images", "layout": "NHWC", "dtype": "uint8", "color": "BGR",
+                                 "height": 48, "width": 60, "dynamic_batch": True, "dynamic_size": False,
+                                 "size_multiple": 1}
+        assert meta["nms"]["max_det"] == 100 and meta["outputs"] == ["num_dets", "boxes", "scores", "labels"]
+        # The metadata points at the reference checkpoint, with its checksum.
+        assert meta["source"]["kind"] == "random-init"
+        assert meta["source"]["checkpoint"] == str((tmp_path / "grid.pt").resolve())
+        import hashlib
+        assert meta["source"]["sha256"] == hashlib.sha256((tmp_path / "grid.pt").read_bytes()).hexdigest()
+    assert load_checkpoint(tmp_path / "grid.pt")["model"] == "grid"
+
+
+def test_info_reports_inputs_outputs_opset_and_operators(tmp_path):
+    export_model("unet", tmp_path, ExportOptions(formats=("onnx",), dynamic=True, probs=True, check=False),
+                 random_init=True, say=lambda m: None)
+    info = graph_info(tmp_path / "unet.onnx")
+    assert info["inputs"] == [{"name": "images", "dtype": "uint8", "shape": ["batch", "height", "width", 3]}]
+    assert [o["name"] for o in info["outputs"]] == ["mask", "probs"]
+    assert info["outputs"][0]["dtype"] == "int64"
+    assert info["opset"]["ai.onnx"] == 17
+    assert info["operators"]["Conv"] > 5 and info["nodes"] == sum(info["operators"].values())
+    text = run_cli("info", str(tmp_path / "unet.onnx"))
+    assert text.returncode == 0 and "unet (segmentation)" in text.stdout and "dynamic size" in text.stdout
+    as_json = json.loads(run_cli("info", "--json", str(tmp_path / "unet.onnx")).stdout)
+    assert as_json["metadata"]["segmentation"] == {"background": 0, "ignore": 255,
+                                                   "class_names": as_json["metadata"]["class_names"]}
+
+
+def test_checkpoint_export_and_imgsz(tmp_path):
+    torch.manual_seed(1)
+    ckpt = save_checkpoint(tmp_path / "tiny.pt", create_model("yolov3-tiny", num_classes=3, width=0.25))
+    files = export_model("yolov3-tiny", tmp_path / "out", ExportOptions(imgsz=(96, 128)), weights=str(ckpt),
+                         say=lambda m: None)
+    assert all(f.check_passed for f in files)
+    meta = read_metadata(tmp_path / "out" / "yolov3-tiny.onnx")
+    assert (meta["input"]["height"], meta["input"]["width"]) == (96, 128)
+    assert meta["num_classes"] == 3 and meta["source"]["kind"] == "checkpoint"
+    assert meta["strides"] == [32, 16] and len(meta["anchors"]) == 2
+
+
+def test_bad_inputs_give_one_error_line(tmp_path):
+    out = str(tmp_path / "out")
+    assert_user_error(run_cli("export", "--model", "yolov9", "--random-init", "--out", out),
+                      "unknown model 'yolov9'", "yolov3-tiny")
+    assert_user_error(run_cli("export", "--model", "unet", "--out", out), "--weights", "--random-init")
+    assert_user_error(run_cli("export", "--model", "grid", "--random-init", "--weights", "x.pt", "--out", out),
+                      "contradict")
+    assert_user_error(run_cli("export", "--model", "grid", "--weights", str(tmp_path / "missing.pt"), "--out", out),
+                      "does not exist")
+    assert_user_error(run_cli("export", "--model", "unet", "--random-init", "--format", "tflite", "--out", out),
+                      "tflite")
+    assert_user_error(run_cli("export", "--model", "grid", "--random-init", "--dynamic", "--out", out),
+                      "fixed input size")
+    assert_user_error(run_cli("export", "--model", "unet", "--random-init", "--imgsz", "100", "--out", out),
+                      "multiple")
+    assert_user_error(run_cli("export", "--model", "unet", "--random-init", "--weights", "darknet:yolov3",
+                              "--out", out), "contradict")
+    assert_user_error(run_cli("export", "--model", "unet", "--weights", "darknet:yolov3", "--out", out),
+                      "yolov3")
+    assert_user_error(run_cli("export", "--model", "grid", "--random-init", "--no-nms", "--probs", "--out", out),
+                      "--probs")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert_user_error(run_cli("export", "--model", "grid", "--random-init", "--out", str(blocker / "sub")),
+                      "cannot write")
+    usage = run_cli("export", "--model", "grid", "--random-init", "--imgsz", "big", "--out", out)
+    assert usage.returncode == 2 and "Traceback" not in usage.stderr
+
+
+def test_weights_that_do_not_fit_name_the_tensor(tmp_path):
+    ckpt = save_checkpoint(tmp_path / "loc.pt", create_model("localizer"))
+    assert_user_error(run_cli("export", "--model", "grid", "--weights", str(ckpt), "--out", str(tmp_path / "o")),
+                      "localizer checkpoint, not grid")
+    assert_user_error(run_cli("export", "--model", "localizer", "--weights", str(ckpt), "--imgsz", "64,64",
+                              "--out", str(tmp_path / "o")), "size mismatch")
+    wrong = tmp_path / "tiny.weights"
+    wrong.write_bytes(b"\0" * 1000)
+    assert_user_error(run_cli("export", "--model", "yolov3-tiny", "--weights", str(wrong), "--out", str(tmp_path / "o")),
+                      "floats")
+
+
+def test_info_rejects_files_that_are_not_edgedet_graphs(tmp_path):
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x08\x07junk")
+    assert_user_error(run_cli("info", str(junk)), "not a readable ONNX")
+    plain = tmp_path / "plain.onnx"
+    torch.onnx.export(torch.nn.Conv2d(3, 3, 1), (torch.zeros(1, 3, 4, 4),), str(plain), dynamo=False)
+    assert_user_error(run_cli("info", str(plain)), "no edgedet metadata")
+    zip_path = tmp_path / "x.torchscript"
+    with zipfile.ZipFile(zip_path, "w") as z:
+        z.writestr("x/data.pkl", b"")
+    assert_user_error(run_cli("info", str(zip_path)), "no edgedet metadata")
+    assert_user_error(run_cli("info", str(tmp_path / "model.tflite")), "expected .onnx or .torchscript")
+    assert_user_error(run_cli("info", str(tmp_path / "missing.onnx")), "does not exist")
+
+
+def test_interrupted_export_leaves_no_file(tmp_path, monkeypatch):
+    calls = []
+
+    def interrupted(module, args, f, **kwargs):
+        open(f, "wb").write(b"half a graph")
+        calls.append(f)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch.onnx, "export", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_model("grid", tmp_path, ExportOptions(formats=("onnx",)), random_init=True, say=lambda m: None)
+    assert calls
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.pt"]  # only the finished checkpoint
+
+
+def test_unknown_model_in_api_is_an_edgedet_error(tmp_path):
+    with pytest.raises(EdgedetError, match="unknown model"):
+        export_model("nope", tmp_path, random_init=True, say=lambda m: None)
+    assert onnx  # onnx is a test dependency of this module

@@ -1,0 +1,200 @@
+"""Exported graphs against eager PyTorch, for every registered model.
+
+Every model x {onnx, torchscript} x {nms, raw} x batch {1, 3}; each image in a batch must give
+exactly what it gives alone (the batch is truly dynamic); dynamic graphs run at a second size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from edgedet.export.deploy import NMSSettings, build_deploy_module
+from edgedet.export.onnx import OnnxNMS, export_onnx
+from edgedet.export.torchscript import export_torchscript
+from edgedet.models import create_model, get_entry, list_models
+from edgedet.parity.compare import Tolerance, compare_outputs
+from tests.conftest import SMALL_INPUT, SMALL_OVERRIDES
+
+# Low threshold and small K: untrained detectors then have more candidates than max_det.
+TEST_NMS = NMSSettings(conf=0.05, iou=0.45, max_det=20)
+
+
+def lively_model(name: str):
+    """A small random model with spread-out outputs, like a trained one.
+
+    Fresh BatchNorm statistics (mean 0, var 1) shrink activations layer after layer, so an
+    untrained detector's scores collapse to its biases: thousands of exactly tied scores, where
+    NMS's choice is legitimately ambiguous. Calibrating BatchNorm on a batch of frames and
+    spreading the prediction biases gives distinct scores instead.
+    """
+    torch.manual_seed(0)
+    model = create_model(name, **SMALL_OVERRIDES.get(name, {}))
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.momentum = 1.0  # running stats := this batch's stats
+    preprocess = build_deploy_module(model, nms=None)[0]
+    model.train()
+    with torch.no_grad():
+        dense = preprocess.dense if hasattr(preprocess, "dense") else preprocess
+        dense.model(dense.preprocess(torch.from_numpy(frames(model, 4, seed=99))))
+        if get_entry(name).family == "yolov3":
+            for conv in (m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.bias is not None):
+                torch.nn.init.normal_(conv.bias, -1.0, 1.0)
+    return model.eval()
+
+
+def frames(model, batch: int, seed: int, size=None) -> np.ndarray:
+    h, w = size or SMALL_INPUT.get(model.model_name, model.cfg.input_size)
+    rng = np.random.default_rng(seed)
+    # Noise, not uniform scenes: a uniform image makes an untrained detector emit exactly tied
+    # scores at every interior cell, where NMS's choice is ambiguous (tested separately).
+    return rng.integers(0, 256, (batch, h, w, 3), dtype=np.uint8)
+
+
+def variants():
+    for name in list_models():
+        nms_options = (True, False) if get_entry(name).task == "detection" else (True,)
+        for fmt in ("onnx", "torchscript"):
+            for nms in nms_options:
+                yield pytest.param(name, fmt, nms, id=f"{name}-{fmt}-{'nms' if nms else 'raw'}")
+
+
+def run_exported(fmt, path, names, x: np.ndarray):
+    if fmt == "onnx":
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.run(list(names), {"images": x})
+    loaded = torch.jit.load(str(path))
+    with torch.no_grad():
+        out = loaded(torch.from_numpy(x))
+    return [t.numpy() for t in (out if isinstance(out, (list, tuple)) else [out])]
+
+
+def export(tmp_path, model, fmt, nms: bool, dynamic: bool = False):
+    settings = TEST_NMS if nms else None
+    reference, names = build_deploy_module(model, nms=settings)
+    example = torch.from_numpy(frames(model, 2, seed=0))
+    path = tmp_path / f"{model.model_name}.{fmt}"
+    meta = {"model": model.model_name, "task": get_entry(model.model_name).task}
+    if fmt == "onnx":
+        module, _ = build_deploy_module(model, nms=settings, nms_module=OnnxNMS(settings) if nms else None)
+        export_onnx(module, example, path, names, meta, dynamic_hw=dynamic)
+    else:
+        export_torchscript(reference, example, path, meta)
+    return reference, names, path
+
+
+def reference_outputs(reference, x: np.ndarray):
+    with torch.no_grad():
+        return [t.numpy() for t in reference(torch.from_numpy(x))]
+
+
+@pytest.mark.parametrize("name, fmt, nms", list(variants()))
+def test_exported_graph_matches_pytorch_at_batch_1_and_3(tmp_path, name, fmt, nms):
+    model = lively_model(name)
+    reference, names, path = export(tmp_path, model, fmt, nms)
+    for batch, seed in ((1, 1), (3, 2)):
+        x = frames(model, batch, seed)
+        ref = reference_outputs(reference, x)
+        out = run_exported(fmt, path, names, x)
+        assert [o.shape for o in out] == [r.shape for r in ref]
+        for result in compare_outputs(names, ref, out, Tolerance()):
+            assert result.passed, (batch, result.line(), result.problems[:5])
+        # Each image of the batch gives what it gives alone (same detections; dense values to
+        # float rounding, since CPU kernels pick their algorithm by batch size).
+        for i in range(batch):
+            alone = run_exported(fmt, path, names, x[i:i + 1])
+            in_batch = [o[i:i + 1] for o in out]
+            for result in compare_outputs(names, alone, in_batch, Tolerance()):
+                assert result.passed, (i, result.line(), result.problems[:5])
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_empty_scene_gives_no_detections_and_padding(tmp_path, fmt):
+    torch.manual_seed(0)
+    model = create_model("yolov3-tiny", **SMALL_OVERRIDES["yolov3-tiny"]).eval()  # training init: quiet
+    reference, names, path = export(tmp_path, model, fmt, nms=True)
+    x = np.full((2, 64, 96, 3), 114, dtype=np.uint8)
+    out = dict(zip(names, run_exported(fmt, path, names, x)))
+    ref = dict(zip(names, reference_outputs(reference, x)))
+    assert out["num_dets"].tolist() == ref["num_dets"].tolist() == [0, 0]
+    assert (out["labels"] == -1).all() and (out["scores"] == 0).all() and (out["boxes"] == 0).all()
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_untrained_detector_has_more_candidates_than_max_det(tmp_path, fmt):
+    model = lively_model("yolov3-tiny")
+    reference, names, path = export(tmp_path, model, fmt, nms=True)
+    x = frames(model, 3, seed=5)
+    out = dict(zip(names, run_exported(fmt, path, names, x)))
+    assert (out["num_dets"] == TEST_NMS.max_det).any(), out["num_dets"]
+    raw = build_deploy_module(model, nms=None)[0]
+    with torch.no_grad():
+        pred = raw(torch.from_numpy(x))[0]
+    candidates = (pred[..., 4:5] * pred[..., 5:] > TEST_NMS.conf).sum(dim=(1, 2))
+    assert (candidates > TEST_NMS.max_det).any()
+    for i, n in enumerate(out["num_dets"]):
+        assert (out["labels"][i, n:] == -1).all() and (out["labels"][i, :n] >= 0).all()
+        assert (np.diff(out["scores"][i, :n]) <= 0).all()  # descending
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if get_entry(n).family in ("yolov3", "unet")])
+def test_dynamic_graph_runs_at_a_second_size(tmp_path, name):
+    model = lively_model(name)
+    reference, names, path = export(tmp_path, model, "onnx", nms=True, dynamic=True)
+    h, w = SMALL_INPUT[name]
+    x = frames(model, 2, seed=3, size=(h + 32, w + 64))
+    ref = reference_outputs(reference, x)
+    out = run_exported("onnx", path, names, x)
+    for result in compare_outputs(names, ref, out, Tolerance()):
+        assert result.passed, result.line()
+    static_reference, _, static_path = export(tmp_path / "static", model, "onnx", nms=True, dynamic=False)
+    with pytest.raises(Exception):
+        run_exported("onnx", static_path, names, x)  # a static graph refuses another size
+
+
+def test_torchscript_loads_and_runs_without_torchvision(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    model = lively_model("yolov3-tiny")
+    _, names, path = export(tmp_path, model, "torchscript", nms=True)
+    code = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] == 'torchvision':
+            raise ImportError('no torchvision on this device')
+sys.meta_path.insert(0, Block())
+import torch
+m = torch.jit.load({str(path)!r})
+out = m(torch.full((2, 64, 96, 3), 114, dtype=torch.uint8))
+assert 'torchvision' not in sys.modules
+print([tuple(o.shape) for o in out])
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "(2, 20, 4)" in proc.stdout
+
+
+def test_half_precision_graph_loads_and_runs(tmp_path):
+    model = lively_model("yolov3-tiny")
+    reference, names = build_deploy_module(model, half=True, nms=TEST_NMS)
+    module, _ = build_deploy_module(model, half=True, nms=TEST_NMS, nms_module=OnnxNMS(TEST_NMS))
+    x = frames(model, 2, seed=4)
+    path = export_onnx(module, torch.from_numpy(x), tmp_path / "half.onnx", names, {"model": "m", "task": "t"},
+                       dynamic_hw=False)
+    out = run_exported("onnx", path, names, x)
+    # Same contract dtypes as fp32, half inside.
+    assert [o.dtype for o in out] == [np.int64, np.float32, np.float32, np.int64]
+    import onnx
+
+    graph = onnx.load(str(path))
+    conv_weights = {n.input[1] for n in graph.graph.node if n.op_type == "Conv"}
+    dtypes = {i.data_type for i in graph.graph.initializer if i.name in conv_weights}
+    assert dtypes == {onnx.TensorProto.FLOAT16}
+    ref = reference_outputs(reference, x)
+    assert compare_outputs(names, ref, out, Tolerance.fp16())[0].passed

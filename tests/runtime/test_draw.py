@@ -1,0 +1,74 @@
+"""Drawing helpers: palette, boxes with tags, mask overlays; no torch needed."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edgedet.runtime.draw import draw_detections, overlay_mask, palette
+from tests.conftest import NO_TORCH_PRELUDE, REPO
+
+
+def test_palette_is_deterministic_distinct_and_prefix_stable():
+    colors = palette(20)
+    assert colors == palette(20) and palette(5) == colors[:5]
+    assert all(len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c) for c in colors)
+    assert len(set(colors)) == 20
+    first = np.array(colors[:8], float)
+    gaps = np.linalg.norm(first[:, None] - first[None], axis=2) + np.eye(8) * 1e3
+    assert gaps.min() > 60
+    assert palette(0) == []
+
+
+def test_draw_detections_in_place_and_returns_image():
+    image = np.zeros((120, 160, 3), np.uint8)
+    out = draw_detections(image, np.array([[10, 20, 60, 90]], np.float32), np.array([1]),
+                          scores=np.array([0.87]), class_names=["cat", "dog"])
+    assert out is image
+    assert tuple(image[50, 10]) == palette(2)[1]  # left edge of the box in dog's colour
+    assert image[20:90, 10:60].any() and not image[100:, 100:].any()
+
+
+def test_draw_detections_skips_padding_rows_and_converts_grey():
+    grey = np.zeros((60, 80), np.uint8)
+    out = draw_detections(grey, np.array([[5, 5, 40, 40]]), np.array([-1]))
+    assert out.shape == (60, 80, 3) and not out.any()
+    out = draw_detections(np.zeros((60, 80, 1), np.uint8), np.zeros((0, 4)), np.zeros(0, np.int64))
+    assert out.shape == (60, 80, 3)
+
+
+@pytest.mark.parametrize("shape", [(24, 30, 3), (1080, 1920, 3)])
+def test_tags_stay_inside_small_and_large_images(shape):
+    image = np.zeros(shape, np.uint8)
+    h, w = shape[:2]
+    draw_detections(image, np.array([[0, 0, w, h], [w - 3, h - 3, w, h]], np.float32), np.array([0, 0]),
+                    class_names=["a-rather-long-name"])
+    assert image.any()
+
+
+def test_overlay_mask_leaves_background_and_ignore_untouched():
+    image = np.full((10, 10, 3), 100, np.uint8)
+    semantic = np.zeros((10, 10), np.uint8)
+    semantic[0, 0] = 1
+    semantic[1, 1] = 255
+    semantic[2, 2] = 3
+    overlay_mask(image, semantic, alpha=0.5)
+    colors = palette(3)
+    assert tuple(image[5, 5]) == (100, 100, 100) and tuple(image[1, 1]) == (100, 100, 100)
+    np.testing.assert_allclose(image[0, 0], (np.array(colors[0]) + 100) / 2, atol=1)
+    np.testing.assert_allclose(image[2, 2], (np.array(colors[2]) + 100) / 2, atol=1)
+    with pytest.raises(ValueError):
+        overlay_mask(image, np.zeros((5, 5), np.uint8))
+
+
+def test_overlay_accepts_int64_class_maps():
+    image = np.zeros((4, 4, 3), np.uint8)
+    overlay_mask(image, np.full((4, 4), 300, np.int64))
+    assert image.any()
+
+
+def test_draw_imports_without_torch():
+    code = NO_TORCH_PRELUDE + "import edgedet.runtime.draw\nassert 'torch' not in sys.modules\nprint('ok')"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 0, proc.stderr
