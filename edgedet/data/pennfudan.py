@@ -8,7 +8,6 @@ official archive.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import urllib.request
 import zipfile
@@ -20,7 +19,7 @@ import numpy as np
 from edgedet.data.disk import list_images, read_image, read_instance_ids, require_dir, split_every
 from edgedet.data.sample import SampleDataset, check_split, tight_boxes
 from edgedet.errors import DataError
-from edgedet.runtime.files import atomic_path
+from edgedet.runtime.files import atomic_path, file_digest
 
 __all__ = ["PennFudan", "download_pennfudan", "PENNFUDAN_URL", "PENNFUDAN_MD5"]
 
@@ -74,14 +73,6 @@ class PennFudan(SampleDataset):
                 "masks": masks, "semantic": semantic, "id": image_path.stem}
 
 
-def _file_digest(path: Path, algorithm: str) -> str:
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def download_pennfudan(root: str | os.PathLike, sha256: str | None = None,
                        url: str = PENNFUDAN_URL) -> Path:
     """Download and unpack Penn-Fudan into ``root``; returns ``root/PennFudanPed``.
@@ -106,7 +97,7 @@ def download_pennfudan(root: str | os.PathLike, sha256: str | None = None,
                 raise DataError(f"cannot download {url}: {exc}") from exc
     checks = [("md5", PENNFUDAN_MD5)] + ([("sha256", sha256.lower())] if sha256 else [])
     for algorithm, expected in checks:
-        actual = _file_digest(archive, algorithm)
+        actual = file_digest(archive, algorithm)
         if actual != expected:
             archive.unlink()
             raise DataError(f"{archive} failed its {algorithm} check (got {actual}, expected {expected}); "

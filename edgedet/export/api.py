@@ -12,7 +12,6 @@ Weights, in order of what the user gave:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 import warnings
@@ -28,6 +27,7 @@ from edgedet.errors import CheckpointError, EdgedetError, WeightsError
 from edgedet.export.deploy import NMSSettings, build_deploy_module
 from edgedet.export.metadata import build_metadata
 from edgedet.models.registry import create_model, get_entry, list_models
+from edgedet.runtime.files import file_digest
 from edgedet.train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 
 __all__ = ["ExportError", "ExportOptions", "ExportedFile", "export_model", "load_export_model",
@@ -68,14 +68,6 @@ class ExportedFile:
     notes: list[str] = field(default_factory=list)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_export_model(name: str, weights: str | None, random_init: bool, imgsz: tuple[int, int] | None,
                       out_dir: Path, out_name: str, say: Callable[[str], None]) -> tuple[nn.Module, dict[str, Any]]:
     """The model to export and a description of where its weights came from."""
@@ -87,7 +79,7 @@ def load_export_model(name: str, weights: str | None, random_init: bool, imgsz: 
         torch.manual_seed(RANDOM_INIT_SEED)
         model = create_model(name, **overrides).eval()
         ckpt = save_checkpoint(out_dir / f"{out_name}.pt", model, train={"random_init_seed": RANDOM_INIT_SEED})
-        return model, {"kind": "random-init", "checkpoint": str(ckpt.resolve()), "sha256": _sha256(ckpt)}
+        return model, {"kind": "random-init", "checkpoint": str(ckpt.resolve()), "sha256": file_digest(ckpt)}
     if weights is None:
         if get_entry(name).family == "yolov3" and name in ("yolov3", "yolov3-tiny"):
             try:
@@ -110,7 +102,7 @@ def load_export_model(name: str, weights: str | None, random_init: bool, imgsz: 
             raise WeightsError(f"darknet weights {path} do not exist")
         model = create_model(name, **overrides)
         load_darknet_weights(model, path)
-        return model.eval(), {"kind": "darknet", "weights": str(path.resolve()), "sha256": _sha256(path)}
+        return model.eval(), {"kind": "darknet", "weights": str(path.resolve()), "sha256": file_digest(path)}
     path = Path(weights)
     ckpt = load_checkpoint(path)
     if ckpt["model"] != name:
@@ -121,7 +113,7 @@ def load_export_model(name: str, weights: str | None, random_init: bool, imgsz: 
         model = model_from_checkpoint(ckpt)
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}".replace("checkpoint: ", "")) from None
-    return model, {"kind": "checkpoint", "checkpoint": str(path.resolve()), "sha256": _sha256(path)}
+    return model, {"kind": "checkpoint", "checkpoint": str(path.resolve()), "sha256": file_digest(path)}
 
 
 def check_sample(model: nn.Module, imgsz: tuple[int, int]) -> np.ndarray:

@@ -11,7 +11,6 @@ count against the model and refuses any mismatch.
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 from torch import nn
 
 from edgedet.errors import WeightsError
-from edgedet.runtime.files import atomic_path
+from edgedet.runtime.files import atomic_path, file_digest
 
 __all__ = [
     "COCO_CLASSES",
@@ -269,14 +268,6 @@ def _download(url: str, dest: Path) -> None:
     torch.hub.download_url_to_file(url, str(dest), progress=True)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def resolve_darknet_weights(spec: str) -> Path:
     """The local path of an official darknet COCO file: ``darknet:yolov3`` or ``darknet:yolov3-tiny``.
 
@@ -300,7 +291,7 @@ def resolve_darknet_weights(spec: str) -> Path:
         try:
             with atomic_path(target) as tmp:
                 _download(url, tmp)
-                digest = _sha256(tmp)
+                digest = file_digest(tmp)
                 if digest != release.sha256:
                     raise WeightsError(f"{url} gave a file with sha256 {digest[:12]}..., "
                                        f"expected {release.sha256[:12]}...")

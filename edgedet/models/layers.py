@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-__all__ = ["ConvBNAct", "class_names_of", "check_common_config"]
+__all__ = ["ConvBNAct", "conv_stages", "class_names_of", "check_common_config"]
 
 
 class ConvBNAct(nn.Sequential):
@@ -20,6 +20,16 @@ class ConvBNAct(nn.Sequential):
             nn.BatchNorm2d(out_channels, eps=bn_eps),
             nn.LeakyReLU(leaky, inplace=True),
         )
+
+
+def conv_stages(in_channels: int, widths: tuple[int, ...], leaky: float) -> nn.Sequential:
+    """The seeds' backbone: per width two 3x3 ``ConvBNAct`` and a 2x2 max-pool (stride 2 each)."""
+    layers: list[nn.Module] = []
+    for width in widths:
+        layers += [ConvBNAct(in_channels, width, 3, leaky=leaky), ConvBNAct(width, width, 3, leaky=leaky),
+                   nn.MaxPool2d(2)]
+        in_channels = width
+    return nn.Sequential(*layers)
 
 
 def class_names_of(cfg) -> tuple[str, ...]:

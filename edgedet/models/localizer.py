@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from edgedet.errors import ModelError
-from edgedet.models.layers import ConvBNAct, check_common_config
+from edgedet.models.layers import check_common_config, conv_stages
 from edgedet.models.registry import register_model
 from edgedet.ops.localizer import decode_localizer
 
@@ -47,13 +47,8 @@ class Localizer(nn.Module):
     def __init__(self, cfg: LocalizerConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        layers: list[nn.Module] = []
-        ch = cfg.in_channels
-        for width in cfg.widths:
-            layers += [ConvBNAct(ch, width, 3, leaky=cfg.leaky), ConvBNAct(width, width, 3, leaky=cfg.leaky),
-                       nn.MaxPool2d(2)]
-            ch = width
-        self.features = nn.Sequential(*layers)
+        self.features = conv_stages(cfg.in_channels, cfg.widths, cfg.leaky)
+        ch = cfg.widths[-1]
         fh, fw = cfg.input_size
         for _ in cfg.widths:
             fh, fw = fh // 2, fw // 2
