@@ -96,12 +96,13 @@ def _parse_imgsz(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("exported"),
               show_default=True, help="Output directory.")
 @click.option("--name", help="File name stem (default: the model name).")
+@click.option("--triton", "triton", type=click.Path(file_okay=False), help="Also write a Triton model repository here.")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxslim graph simplification.")
 @click.option("--no-check", is_flag=True, help="Skip running the written files against PyTorch.")
 def export(model_name: str, weights: str | None, random_init: bool, formats: str, imgsz, dynamic: bool,
            half: bool, nms: bool, conf: float, iou: float, max_det: int, agnostic: bool, input_format: str,
-           probs: bool, opset: int | None, out_dir: Path, name: str | None, no_simplify: bool,
-           no_check: bool) -> None:
+           probs: bool, opset: int | None, out_dir: Path, name: str | None, triton: str | None,
+           no_simplify: bool, no_check: bool) -> None:
     """Export a model to ONNX and TorchScript with preprocessing, decoding and NMS in the graph."""
     _require_torch()
     from edgedet.export.api import ExportOptions, export_model
@@ -111,13 +112,13 @@ def export(model_name: str, weights: str | None, random_init: bool, formats: str
         formats=tuple(f.strip() for f in formats.split(",") if f.strip()), imgsz=imgsz, dynamic=dynamic,
         half=half, nms=NMSSettings(conf=conf, iou=iou, max_det=max_det, agnostic=agnostic) if nms else None,
         input_format=input_format, opset=opset, probs=probs, simplify=not no_simplify, check=not no_check,
-        name=name)
+        name=name, triton=triton)
     failed = False
     for f in export_model(model_name, out_dir, options, weights=weights, random_init=random_init,
                           say=lambda m: click.echo(m, err=True)):
         click.echo(f"wrote {f.path} ({f.path.stat().st_size / 1e6:.1f} MB, {f.seconds:.1f} s)")
         for note in f.notes:
-            click.echo(f"note: {note}", err=True)
+            click.echo(f"  {note}")
         if f.check:
             verdict = {True: "PASS", False: "FAIL", None: "SKIPPED"}[f.check_passed]
             click.echo(f"  check {f.format} vs PyTorch, sample + empty scene: {verdict}: {f.check}")

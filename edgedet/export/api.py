@@ -56,6 +56,7 @@ class ExportOptions:
     simplify: bool = True
     check: bool = True
     name: str | None = None
+    triton: str | None = None  # directory of a Triton model repository to write
 
 
 @dataclass
@@ -181,6 +182,8 @@ def export_model(name: str, out_dir: str | os.PathLike, options: ExportOptions =
         raise ExportError("--no-nms applies to detectors only")
     if options.opset is not None and options.opset < MIN_OPSET:
         raise ExportError(f"--opset {options.opset} is too old; the graph needs opset >= {MIN_OPSET}")
+    if options.triton and "onnx" not in options.formats:
+        raise ExportError("--triton serves the ONNX graph: include onnx in --format")
     if options.input_format not in ("uint8", "float"):
         raise ExportError(f"--input must be uint8 or float, got {options.input_format}")
     out_dir = Path(out_dir)
@@ -232,4 +235,9 @@ def export_model(name: str, out_dir: str | os.PathLike, options: ExportOptions =
                 record.notes.append("simplified graph failed the check; wrote the unsimplified graph")
                 record.check_passed, record.check = _check_file(fmt, path, reference, names, frames, options.half)
         files.append(record)
+        if fmt == "onnx" and options.triton:
+            from edgedet.export.triton import write_triton_repository
+
+            model_dir = write_triton_repository(path, options.triton, out_name)
+            record.notes.append(f"wrote Triton model repository {model_dir}")
     return files

@@ -36,8 +36,8 @@ class NMSSettings:
         conf: keep (box, class) pairs whose score (objectness x class probability) is above this.
         iou: suppress a box whose IoU with a better box of the same class is above this.
         max_det: K, detections per image in the output.
-        max_candidates: per image, only the best this many (box, class) scores enter NMS, which
-            bounds its cost on crowded or untrained outputs.
+        max_candidates: per image, only the best this many boxes (by best class score) enter
+            NMS, which bounds its cost on crowded or untrained outputs.
         agnostic: one NMS over all classes (each box keeps its best class).
     """
 

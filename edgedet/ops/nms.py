@@ -78,20 +78,27 @@ def nms_indices(boxes: Tensor, scores: Tensor, max_per_class: int, iou_threshold
 
 
 def limit_candidates(scores: Tensor, max_candidates: int) -> Tensor:
-    """Zero every score below an image's ``max_candidates``-th largest, so NMS sees a bounded set.
+    """Zero the scores of every box outside an image's ``max_candidates`` best, so NMS sees a
+    bounded set however crowded (or untrained) the output is.
+
+    Boxes are ranked by their best class score: a max over classes and a top-k over boxes, much
+    cheaper than a top-k over every (box, class) pair.
 
     Args:
         scores (Tensor[B, C, N]): per-class scores.
-        max_candidates: how many (class, box) candidates per image may survive.
+        max_candidates: how many boxes per image may enter NMS.
 
     Returns:
-        Tensor[B, C, N]: ``scores`` with the rest set to 0. Ties with the k-th score survive.
+        Tensor[B, C, N]: ``scores`` with the other boxes' scores set to 0. Boxes tied with the
+        k-th best survive too.
     """
-    b, c, n = scores.shape
-    flat = scores.reshape(b, c * n)
-    k = min(max_candidates, c * n)
-    kth = torch.topk(flat, k, dim=1)[0][:, k - 1 : k]  # (B, 1)
-    return torch.where(flat >= kth, flat, torch.zeros_like(flat)).reshape(b, c, n)
+    n = scores.shape[2]
+    if max_candidates >= n:
+        return scores
+    best = scores.max(dim=1)[0]  # (B, N)
+    kth = torch.topk(best, max_candidates, dim=1)[0][:, max_candidates - 1 : max_candidates]  # (B, 1)
+    keep = (best >= kth).unsqueeze(1)  # (B, 1, N)
+    return torch.where(keep, scores, torch.zeros_like(scores))
 
 
 def selection_order(selected: Tensor, scores: Tensor, stable: bool = True) -> Tensor:

@@ -142,3 +142,21 @@ def test_unknown_model_in_api_is_an_edgedet_error(tmp_path):
     with pytest.raises(EdgedetError, match="unknown model"):
         export_model("nope", tmp_path, random_init=True, say=lambda m: None)
     assert onnx  # onnx is a test dependency of this module
+
+
+def test_triton_repository(tmp_path):
+    result = run_cli("export", "--model", "yolov3-tiny", "--random-init", "--imgsz", "96,128", "--dynamic",
+                     "--format", "onnx", "--no-check", "--out", str(tmp_path / "out"),
+                     "--triton", str(tmp_path / "repo"))
+    assert result.returncode == 0, result.stderr
+    model_dir = tmp_path / "repo" / "yolov3-tiny"
+    assert (model_dir / "1" / "model.onnx").read_bytes() == (tmp_path / "out" / "yolov3-tiny.onnx").read_bytes()
+    config = (model_dir / "config.pbtxt").read_text()
+    assert 'platform: "onnxruntime_onnx"' in config and "max_batch_size: 64" in config
+    assert "dynamic_batching { }" in config
+    # dims exclude the batch; dynamic H/W are -1; num_dets is a per-request scalar.
+    assert 'name: "images"\n    data_type: TYPE_UINT8\n    dims: [ -1, -1, 3 ]' in config
+    assert 'name: "num_dets"\n    data_type: TYPE_INT64\n    dims: [ 1 ]\n    reshape: { shape: [ ] }' in config
+    assert 'name: "boxes"\n    data_type: TYPE_FP32\n    dims: [ 100, 4 ]' in config
+    assert_user_error(run_cli("export", "--model", "grid", "--random-init", "--format", "torchscript",
+                              "--triton", str(tmp_path / "r2"), "--out", str(tmp_path / "o2")), "--triton")

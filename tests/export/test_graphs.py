@@ -198,3 +198,31 @@ def test_half_precision_graph_loads_and_runs(tmp_path):
     assert dtypes == {onnx.TensorProto.FLOAT16}
     ref = reference_outputs(reference, x)
     assert compare_outputs(names, ref, out, Tolerance.fp16())[0].passed
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_batch_whose_images_have_different_detection_counts(tmp_path, fmt):
+    model = lively_model("yolov3")
+    settings = NMSSettings(conf=0.7, iou=0.45, max_det=20)
+    reference, names = build_deploy_module(model, nms=settings)
+    x = frames(model, 3, seed=2)
+    x[1] //= 2
+    x[2] //= 4
+    path = tmp_path / f"yolov3.{fmt}"
+    if fmt == "onnx":
+        module, _ = build_deploy_module(model, nms=settings, nms_module=OnnxNMS(settings))
+        export_onnx(module, torch.from_numpy(x[:2]), path, names, {"model": "yolov3", "task": "detection"},
+                    dynamic_hw=False)
+    else:
+        export_torchscript(reference, torch.from_numpy(x[:2]), path, {"model": "yolov3", "task": "detection"})
+    ref = reference_outputs(reference, x)
+    counts = ref[0].tolist()
+    assert len(set(counts)) > 1 and max(counts) < settings.max_det, counts
+    out = run_exported(fmt, path, names, x)
+    assert out[0].tolist() == counts
+    for result in compare_outputs(names, ref, out, Tolerance()):
+        assert result.passed, result.line()
+    for i in range(3):
+        alone = run_exported(fmt, path, names, x[i:i + 1])
+        assert alone[0].tolist() == [counts[i]]
+        assert compare_outputs(names, alone, [o[i:i + 1] for o in out], Tolerance())[0].passed

@@ -59,8 +59,10 @@ def test_gather_sorts_pads_and_caps():
     assert none[0].tolist() == [0, 0] and (none[3] == -1).all()
 
 
-def test_limit_candidates_keeps_the_k_best_per_image():
-    scores = torch.tensor([[[0.1, 0.5], [0.9, 0.3]], [[0.2, 0.2], [0.2, 0.1]]])
+def test_limit_candidates_keeps_the_k_best_boxes_per_image():
+    # (B=2, C=2, N=3); boxes ranked by their best class score.
+    scores = torch.tensor([[[0.1, 0.5, 0.2], [0.9, 0.3, 0.1]], [[0.2, 0.2, 0.1], [0.2, 0.1, 0.0]]])
     out = limit_candidates(scores, 2)
-    torch.testing.assert_close(out[0], torch.tensor([[0.0, 0.5], [0.9, 0.0]]))
-    torch.testing.assert_close(out[1], torch.tensor([[0.2, 0.2], [0.2, 0.0]]))  # ties survive
+    torch.testing.assert_close(out[0], torch.tensor([[0.1, 0.5, 0.0], [0.9, 0.3, 0.0]]))
+    torch.testing.assert_close(out[1], torch.tensor([[0.2, 0.2, 0.0], [0.2, 0.1, 0.0]]))
+    assert limit_candidates(scores, 3) is scores
