@@ -11,6 +11,7 @@ count against the model and refuses any mismatch.
 
 from __future__ import annotations
 
+import socket
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,9 +264,18 @@ DARKNET_RELEASES: dict[str, DarknetRelease] = {
 }
 
 
+DOWNLOAD_TIMEOUT_S = 30.0
+
+
 def _download(url: str, dest: Path) -> None:
-    # torch.hub's downloader: streaming, progress bar, temp file + rename of its own.
-    torch.hub.download_url_to_file(url, str(dest), progress=True)
+    # torch.hub's downloader: streaming, progress bar, temp file + rename of its own. It takes no
+    # timeout, so bound every socket operation: a stalled network fails instead of hanging.
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        torch.hub.download_url_to_file(url, str(dest), progress=True)
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 def resolve_darknet_weights(spec: str) -> Path:

@@ -160,3 +160,17 @@ def test_triton_repository(tmp_path):
     assert 'name: "boxes"\n    data_type: TYPE_FP32\n    dims: [ 100, 4 ]' in config
     assert_user_error(run_cli("export", "--model", "grid", "--random-init", "--format", "torchscript",
                               "--triton", str(tmp_path / "r2"), "--out", str(tmp_path / "o2")), "--triton")
+
+
+def test_darknet_weights_export(tmp_path):
+    from edgedet.models.darknet import save_darknet_weights
+
+    torch.manual_seed(2)
+    weights = save_darknet_weights(create_model("yolov3-tiny"), tmp_path / "tiny.weights")
+    result = run_cli("export", "--model", "yolov3-tiny", "--weights", str(weights), "--imgsz", "160",
+                     "--format", "onnx", "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert "PASS" in result.stdout and "FAIL" not in result.stdout
+    meta = read_metadata(tmp_path / "out" / "yolov3-tiny.onnx")
+    assert meta["source"]["kind"] == "darknet" and meta["source"]["weights"] == str(weights.resolve())
+    assert meta["class_names"][0] == "person" and meta["num_classes"] == 80
