@@ -96,13 +96,17 @@ def _parse_imgsz(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("exported"),
               show_default=True, help="Output directory.")
 @click.option("--name", help="File name stem (default: the model name).")
+@click.option("--int8", is_flag=True, help="Also write NAME.int8.onnx, statically quantised (ONNX Runtime).")
+@click.option("--calib-data", help="Dataset spec of the int8 calibration frames (default: the model's dataset).")
+@click.option("--calib-samples", type=click.IntRange(1, 100000), default=64, show_default=True,
+              help="Calibration frames for --int8.")
 @click.option("--triton", "triton", type=click.Path(file_okay=False), help="Also write a Triton model repository here.")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxslim graph simplification.")
 @click.option("--no-check", is_flag=True, help="Skip running the written files against PyTorch.")
 def export(model_name: str, weights: str | None, random_init: bool, formats: str, imgsz, dynamic: bool,
            half: bool, nms: bool, conf: float, iou: float, max_det: int, agnostic: bool, input_format: str,
-           probs: bool, opset: int | None, out_dir: Path, name: str | None, triton: str | None,
-           no_simplify: bool, no_check: bool) -> None:
+           probs: bool, opset: int | None, out_dir: Path, name: str | None, int8: bool, calib_data: str | None,
+           calib_samples: int, triton: str | None, no_simplify: bool, no_check: bool) -> None:
     """Export a model to ONNX and TorchScript with preprocessing, decoding and NMS in the graph."""
     _require_torch()
     from edgedet.export.api import ExportOptions, export_model
@@ -112,7 +116,7 @@ def export(model_name: str, weights: str | None, random_init: bool, formats: str
         formats=tuple(f.strip() for f in formats.split(",") if f.strip()), imgsz=imgsz, dynamic=dynamic,
         half=half, nms=NMSSettings(conf=conf, iou=iou, max_det=max_det, agnostic=agnostic) if nms else None,
         input_format=input_format, opset=opset, probs=probs, simplify=not no_simplify, check=not no_check,
-        name=name, triton=triton)
+        name=name, triton=triton, int8=int8, calib_data=calib_data, calib_samples=calib_samples)
     failed = False
     for f in export_model(model_name, out_dir, options, weights=weights, random_init=random_init,
                           say=lambda m: click.echo(m, err=True)):
@@ -136,6 +140,251 @@ def info(file: Path, as_json: bool) -> None:
 
     click.echo(info_json(file) if as_json else format_info(graph_info(file)))
 
+
+def _parse_atol_out(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, float]:
+    out = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{item!r}: give NAME=X, e.g. probs=1e-4") from None
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{item!r}: give NAME=X, e.g. probs=1e-4")
+    return out
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--weights", help="Reference weights (default: the source recorded in each file's metadata).")
+@click.option("--samples", type=click.IntRange(1, 256), default=4, show_default=True, help="Real samples to try.")
+@click.option("--batch", type=click.IntRange(1, 64), default=4, show_default=True, help="Batch size of the real samples.")
+@click.option("--providers", help="Only these ONNX Runtime providers: comma-separated cpu, cuda, tensorrt.")
+@click.option("--atol", type=float, help="Absolute tolerance of dense outputs (fp32 default 1e-5, fp16 1e-2).")
+@click.option("--rtol", type=float, help="Relative tolerance of dense outputs (fp32 default 1e-3, fp16 1e-2).")
+@click.option("--atol-out", multiple=True, callback=_parse_atol_out, help="Per-output atol, NAME=X (repeatable).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the full report here.")
+@click.option("-v", "--verbose", is_flag=True, help="Show every output's figures, not only failures.")
+def parity(files: tuple[Path, ...], weights: str | None, samples: int, batch: int, providers: str | None,
+           atol: float | None, rtol: float | None, atol_out: dict[str, float], json_path: Path | None,
+           verbose: bool) -> None:
+    """Check that exported graphs compute what PyTorch computes, on every backend that runs them."""
+    _require_torch()
+    import dataclasses
+    import json
+
+    from edgedet.parity.compare import Tolerance
+    from edgedet.parity.runner import ParityOptions, format_report, run_parity
+    from edgedet.runtime.files import atomic_write_bytes
+
+    wanted = [p.strip().lower() for p in providers.split(",") if p.strip()] if providers else None
+    if wanted and set(wanted) - {"cpu", "cuda", "tensorrt"}:
+        raise click.BadParameter("choose from cpu, cuda, tensorrt", param_hint="--providers")
+    reports = []
+    for file in files:
+        options = ParityOptions(weights=weights, samples=samples, batch=batch, providers=wanted, atol_out=atol_out)
+        if atol is not None or rtol is not None:
+            from edgedet.runtime.metadata import read_metadata
+
+            base = Tolerance.fp16() if read_metadata(file).get("precision") == "fp16" else Tolerance()
+            options = dataclasses.replace(options, tolerance=dataclasses.replace(
+                base, atol=base.atol if atol is None else atol, rtol=base.rtol if rtol is None else rtol))
+        report = run_parity([file], options, say=lambda m: click.echo(m, err=True))[0]
+        click.echo(format_report(report, verbose))
+        reports.append(report)
+    if json_path is not None:
+        doc = {"passed": all(r.passed for r in reports), "files": [r.to_dict() for r in reports]}
+        atomic_write_bytes(json_path, json.dumps(doc, indent=2).encode())
+    failed = [r.file for r in reports if not r.passed]
+    if failed:
+        raise EdgedetError(f"parity failed for {', '.join(failed)}")
+
+
+def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give comma-separated integers, e.g. 1,8") from None
+    if not values or min(values) < 1:
+        raise click.BadParameter(f"{value!r}: give positive integers, e.g. 1,8")
+    return values
+
+
+@cli.command()
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--model", "model_name", help="Benchmark a registered model (exported on the fly, random weights).")
+@click.option("--backends", default="eager,torchscript,onnxruntime,opencv", show_default=True,
+              help="Comma-separated: eager, torchscript, onnxruntime, opencv.")
+@click.option("--providers", default="auto", show_default=True, help="ONNX Runtime providers: auto or tensorrt,cuda,cpu.")
+@click.option("--batch", "batches", default="1", callback=_int_list, show_default=True, help="Batch sizes, e.g. 1,8.")
+@click.option("--imgsz", callback=_parse_imgsz, help="Input size N or H,W (with --model).")
+@click.option("--half", is_flag=True, help="fp16 export (with --model).")
+@click.option("--warmup", type=click.IntRange(0, 1000), default=5, show_default=True)
+@click.option("--iters", type=click.IntRange(1, 100000), default=20, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the records here.")
+def bench(files: tuple[Path, ...], model_name: str | None, backends: str, providers: str, batches: tuple[int, ...],
+          imgsz, half: bool, warmup: int, iters: int, json_path: Path | None) -> None:
+    """Latency, throughput and achieved GFLOP/s per backend, against this machine's sgemm rate."""
+    _require_torch()
+    import json
+
+    from edgedet.bench import bench_files, bench_model, format_records, records_json
+    from edgedet.runtime.files import atomic_write_bytes
+
+    if bool(files) == bool(model_name):
+        raise click.UsageError("give --model NAME or exported FILE(s), not both and not neither")
+    chosen = [b.strip() for b in backends.split(",") if b.strip()]
+    say = lambda m: click.echo(m, err=True)  # noqa: E731
+    if model_name:
+        rows = bench_model(model_name, chosen, providers, batches, imgsz, half, warmup, iters, say)
+    else:
+        if imgsz or half:
+            raise click.UsageError("--imgsz and --half apply to --model; exported files keep their own")
+        rows = bench_files(files, chosen, providers, batches, warmup, iters, say)
+    click.echo(format_records(rows))
+    if json_path is not None:
+        atomic_write_bytes(json_path, json.dumps(records_json(rows), indent=2).encode())
+    if not rows:
+        raise EdgedetError("no backend could run (see the notes above)")
+
+
+@cli.command()
+@click.option("--model", "model_path", required=True, type=click.Path(path_type=Path),
+              help="Exported graph: FILE.onnx or FILE.torchscript.")
+@click.option("--source", required=True, help="camera0 / 0, a video, an image, a folder or glob of images, "
+              "rtsp:// or http(s):// stream, or a .txt list of these.")
+@click.option("--providers", default="auto", show_default=True,
+              help="ONNX Runtime providers: auto (tensorrt > cuda > cpu, what works) or e.g. cuda,cpu.")
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "torchscript", "opencv"]), default="auto",
+              show_default=True, help="auto: onnxruntime for .onnx, torchscript for .torchscript.")
+@click.option("--conf", type=click.FloatRange(0, 1), help="Score threshold (default: the graph's NMS threshold).")
+@click.option("--batch", type=click.IntRange(1, 256), default=1, show_default=True, help="Frames per inference.")
+@click.option("--show", is_flag=True, help="Show a window with the results (q or Esc stops).")
+@click.option("--save", type=click.Path(dir_okay=False, path_type=Path),
+              help="Annotated video (OUT.mp4, .avi, .mkv) or image(s) (OUT.jpg).")
+@click.option("--save-json", type=click.Path(dir_okay=False, path_type=Path),
+              help="One JSON line per processed frame, in source pixels.")
+@click.option("--max-frames", type=click.IntRange(1), help="Stop after this many processed frames.")
+@click.option("--vid-stride", type=click.IntRange(1), default=1, show_default=True,
+              help="Process every N-th frame of videos and streams.")
+@click.option("--no-drop", is_flag=True, help="Live sources: queue every frame instead of keeping the newest.")
+@click.option("--threads", type=click.IntRange(1), help="CPU threads for inference (default: physical cores).")
+@click.option("--timeout", type=click.FloatRange(0.1), default=10.0, show_default=True,
+              help="Seconds to wait for a camera or stream to open, or a stream to send a frame.")
+def run(model_path: Path, source: str, providers: str, backend: str, conf: float | None, batch: int, show: bool,
+        save: Path | None, save_json: Path | None, max_frames: int | None, vid_stride: int, no_drop: bool,
+        threads: int | None, timeout: float) -> None:
+    """Run an exported graph on a camera, video, images or a stream; draw, save and summarise."""
+    from edgedet.runtime.pipeline import RunOptions, run as run_graph
+
+    options = RunOptions(batch=batch, conf=conf, max_frames=max_frames, vid_stride=vid_stride,
+                         drop=False if no_drop else None, show=show, save=save, save_json=save_json,
+                         open_timeout=timeout)
+    summary = run_graph(model_path, source, options, backend=backend, providers=providers, threads=threads,
+                        say=click.echo, say_err=lambda m: click.echo(m, err=True))
+    if summary.stopped_by in ("SIGINT", "SIGTERM"):
+        sys.exit(130 if summary.stopped_by == "SIGINT" else 143)
+
+
+def _parse_model_cfg(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict:
+    import json
+
+    config = {}
+    for item in values:
+        key, eq, raw = item.partition("=")
+        if not eq or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}")
+        try:
+            config[key.strip()] = json.loads(raw)
+        except ValueError:
+            config[key.strip()] = raw
+    return config
+
+
+def _parse_floats(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter("give comma-separated numbers, e.g. 1,2") from None
+
+
+@cli.command()
+@click.option("--model", "model_name", help="Registered model name (see `edgedet models`).")
+@click.option("--data", "spec", help="Dataset spec, e.g. digits-loc, clutter, pennfudan:PATH (see `edgedet data preview`).")
+@click.option("--epochs", type=click.IntRange(1), help="Epochs to train  [default: 30; with --resume: the run's].")
+@click.option("--batch", type=click.IntRange(1), default=64, show_default=True, help="Images per step, over all GPUs.")
+@click.option("--imgsz", callback=_parse_imgsz, help="Input size N or H,W (default: the dataset's, else the model's).")
+@click.option("--lr", type=float, help="Peak AdamW learning rate (default: per family).")
+@click.option("--device", help="cpu, cuda or cuda:N (default: cuda when available).")
+@click.option("--workers", type=click.IntRange(0), help="DataLoader workers (default: 0 for cached data, else up to 8).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Run directory  [default: runs/MODEL].")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+@click.option("--exist-ok", is_flag=True, help="Start a new run even if --out holds one.")
+@click.option("--weights", help="Initial weights: edgedet checkpoint or darknet weights (tensors that fit).")
+@click.option("--patience", type=click.IntRange(0), default=10, show_default=True,
+              help="Stop after this many epochs without a better validation score (0: never).")
+@click.option("--amp/--no-amp", default=None, help="Mixed precision (default: on with CUDA).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights, batch order and augmentation.")
+@click.option("--box-loss", type=click.Choice(["xywh", "giou"]), default="xywh", show_default=True,
+              help="YOLOv3 box loss.")
+@click.option("--class-weights", callback=_parse_floats, help="Segmenters: loss weight per class, background first (e.g. 1,2).")
+@click.option("--cache/--no-cache", default=None, help="Keep samples in memory (default: for synthetic sets).")
+@click.option("--fresh/--no-fresh", default=None,
+              help="Synthetic sets: new training samples every epoch (default: on; validation stays fixed).")
+@click.option("--cfg", "model_cfg", multiple=True, callback=_parse_model_cfg,
+              help="Model config override KEY=VALUE, repeatable (e.g. --cfg width=0.25).")
+def train(model_name: str | None, spec: str | None, epochs: int | None, batch: int, imgsz, lr: float | None,
+          device: str | None, workers: int | None, out_dir: str | None, resume: bool, exist_ok: bool,
+          weights: str | None, patience: int, amp: bool | None, seed: int, box_loss: str, class_weights,
+          cache: bool | None, fresh: bool | None, model_cfg: dict) -> None:
+    """Train a model; writes OUT/best.pt, OUT/last.pt, OUT/results.csv and OUT/results.png."""
+    _require_torch()
+    from edgedet.models import get_entry
+    from edgedet.train.trainer import TrainOptions, TrainingError, train as run_training
+
+    if not resume and not (model_name and spec):
+        raise TrainingError("give --model and --data (or --resume --out DIR to continue a run)")
+    if resume and not out_dir and not model_name:
+        raise TrainingError("--resume needs --out DIR (or --model, for the default runs/MODEL)")
+    if model_name:
+        get_entry(model_name)  # unknown model -> one line naming the known ones
+    options = TrainOptions(
+        model=model_name or "", data=spec or "", epochs=epochs or (0 if resume else 30), batch=batch, imgsz=imgsz,
+        lr=lr, device=device, workers=workers, out=out_dir or f"runs/{model_name}", weights=weights,
+        patience=patience, amp=amp, seed=seed, box_loss=box_loss, class_weights=class_weights, cache=cache,
+        fresh=fresh, model_config=model_cfg)
+    result = run_training(options, resume=resume, exist_ok=exist_ok, say=lambda m: click.echo(m, err=True))
+    if result.stopped == "interrupted":
+        sys.exit(130)
+    if result.rank == 0:
+        click.echo(f"best {result.best}  last {result.last}")
+
+
+@cli.command()
+@click.option("--weights", required=True, help="edgedet checkpoint (e.g. runs/localizer/best.pt).")
+@click.option("--data", "spec", help="Dataset spec (default: the one the checkpoint was trained on).")
+@click.option("--split", type=click.Choice(["train", "val"]), default="val", show_default=True)
+@click.option("--batch", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--device", help="cpu, cuda or cuda:N (default: cuda when available).")
+@click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="DataLoader workers.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the metrics here as JSON.")
+def val(weights: str, spec: str | None, split: str, batch: int, device: str | None, workers: int,
+        json_path: Path | None) -> None:
+    """Score a checkpoint: accuracy and IoU, COCO mAP, or the segmentation table."""
+    _require_torch()
+    import json
+
+    from edgedet.runtime.files import atomic_write_bytes
+    from edgedet.train.validate import validate_checkpoint
+
+    result, doc = validate_checkpoint(weights, spec, split=split, batch=batch, device=device, workers=workers)
+    click.echo(f"{doc['model']} on {doc['data']} ({split}, {doc['images']} images)")
+    click.echo(result.report)
+    if json_path is not None:
+        atomic_write_bytes(json_path, (json.dumps(doc, indent=2) + "\n").encode())
+        click.echo(f"wrote {json_path}")
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the click group and turns user errors into one ``error:`` line."""

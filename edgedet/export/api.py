@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -57,6 +56,9 @@ class ExportOptions:
     check: bool = True
     name: str | None = None
     triton: str | None = None  # directory of a Triton model repository to write
+    int8: bool = False  # also write <name>.int8.onnx, statically quantised
+    calib_data: str | None = None  # dataset spec of the calibration frames (default: the family's)
+    calib_samples: int = 64
 
 
 @dataclass
@@ -134,33 +136,44 @@ def check_sample(model: nn.Module, imgsz: tuple[int, int]) -> np.ndarray:
 
 
 def _check_file(fmt: str, path: Path, reference: nn.Module, names: tuple[str, ...], frames: np.ndarray,
-                half: bool) -> tuple[bool | None, str]:
+                example: torch.Tensor, half: bool) -> tuple[bool | None, str]:
+    """Run the written file on the CPU (the runtime's backend) and compare it with PyTorch."""
     from edgedet.parity.compare import Tolerance, compare_outputs
+    from edgedet.runtime.backends import create_backend
 
     tol = Tolerance.fp16() if half else Tolerance()
-    x = torch.from_numpy(frames)
     with torch.no_grad():
-        ref = [t.numpy() for t in reference(x)]
-    if fmt == "onnx":
-        import onnxruntime as ort
-
-        try:
-            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            out = session.run(list(names), {"images": frames})
-        except Exception as e:  # ORT's CPU provider lacks some fp16 kernels
-            if half:
-                return None, f"not run on the CPU provider ({str(e).splitlines()[0][:120]})"
-            raise
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.jit's deprecation notice
-            loaded = torch.jit.load(str(path))
-        with torch.no_grad():
-            result = loaded(x)
-        out = [t.numpy() for t in (result if isinstance(result, (list, tuple)) else [result])]
+        ref = [t.numpy() for t in reference(example)]  # the frames in the graph's input format
+    try:
+        backend = create_backend(path, "onnxruntime" if fmt == "onnx" else "torchscript", providers=["cpu"],
+                                 max_batch=len(frames))
+        out = backend.run(frames)
+    except Exception as e:  # ORT's CPU provider lacks some fp16 kernels
+        if half:
+            return None, f"not run on the CPU ({str(e).splitlines()[0][:120]})"
+        raise
     results = compare_outputs(names, ref, out, tol)
-    passed = all(r.passed for r in results)
-    return passed, "; ".join(r.line() for r in results)
+    return all(r.passed for r in results), "; ".join(r.line() for r in results)
+
+
+def _export_int8(fp32: Path, path: Path, model: nn.Module, imgsz: tuple[int, int], options: ExportOptions,
+                 names: tuple[str, ...], frames: np.ndarray) -> ExportedFile:
+    from edgedet.export.quantize import calibration_frames, quantize_int8
+    from edgedet.parity.inputs import DATASET_OF_FAMILY
+    from edgedet.runtime.backends import create_backend
+
+    start = time.perf_counter()
+    spec = options.calib_data or DATASET_OF_FAMILY.get(get_entry(model.model_name).family, "clutter")
+    quantize_int8(fp32, path, calibration_frames(spec, options.calib_samples, imgsz))
+    record = ExportedFile("onnx-int8", path, time.perf_counter() - start)
+    record.notes.append(f"int8: calibrated on {options.calib_samples} frames of {spec}; "
+                        f"{fp32.stat().st_size / 1e6:.1f} MB -> {path.stat().st_size / 1e6:.1f} MB")
+    if options.check:
+        out = create_backend(path, "onnxruntime", providers=["cpu"], max_batch=len(frames)).run(frames)
+        shapes = ", ".join(f"{n} {list(o.shape)}" for n, o in zip(names, out))
+        record.notes.append(f"int8 graph runs on the CPU provider ({shapes}); measure its accuracy "
+                            f"with benchmarks/int8_accuracy.py, not a bit-level check")
+    return record
 
 
 def export_model(name: str, out_dir: str | os.PathLike, options: ExportOptions = ExportOptions(),
@@ -182,6 +195,16 @@ def export_model(name: str, out_dir: str | os.PathLike, options: ExportOptions =
         raise ExportError("--no-nms applies to detectors only")
     if options.opset is not None and options.opset < MIN_OPSET:
         raise ExportError(f"--opset {options.opset} is too old; the graph needs opset >= {MIN_OPSET}")
+    if options.int8 and "onnx" not in options.formats:
+        raise ExportError("--int8 quantises the ONNX graph: include onnx in --format")
+    if options.int8 and options.half:
+        raise ExportError("--int8 and --half contradict each other; give one")
+    if options.calib_data and not options.int8:
+        raise ExportError("--calib-data applies to --int8")
+    if options.calib_data:
+        from edgedet.data import parse_spec
+
+        parse_spec(options.calib_data)  # a bad spec fails before anything is written
     if options.triton and "onnx" not in options.formats:
         raise ExportError("--triton serves the ONNX graph: include onnx in --format")
     if options.input_format not in ("uint8", "float"):
@@ -227,14 +250,16 @@ def export_model(name: str, out_dir: str | os.PathLike, options: ExportOptions =
         else:
             export_torchscript(reference, example, path, metadata)
         record = ExportedFile(fmt, path, time.perf_counter() - start)
-        if options.check and options.input_format == "uint8":
-            record.check_passed, record.check = _check_file(fmt, path, reference, names, frames, options.half)
+        if options.check:
+            record.check_passed, record.check = _check_file(fmt, path, reference, names, frames, example, options.half)
             if fmt == "onnx" and options.simplify and record.check_passed is False:
                 # onnxslim broke parity: keep the plain export instead.
                 export_onnx(module, example, path, names, metadata, options.dynamic, opset, simplify=False)
                 record.notes.append("simplified graph failed the check; wrote the unsimplified graph")
-                record.check_passed, record.check = _check_file(fmt, path, reference, names, frames, options.half)
+                record.check_passed, record.check = _check_file(fmt, path, reference, names, frames, example, options.half)
         files.append(record)
+        if fmt == "onnx" and options.int8:
+            files.append(_export_int8(path, out_dir / f"{out_name}.int8.onnx", model, imgsz, options, names, frames))
         if fmt == "onnx" and options.triton:
             from edgedet.export.triton import write_triton_repository
 

@@ -1,7 +1,7 @@
 """Comparing exported graphs with the PyTorch model they came from."""
 
-from edgedet.parity.compare import (CompareResult, Tolerance, compare_dense, compare_detections,
-                                    compare_masks, compare_outputs)
+from edgedet.parity.compare import (CompareResult, NMSRule, Tolerance, compare_dense, compare_detections,
+                                    compare_exact, compare_masks, compare_outputs)
 
-__all__ = ["CompareResult", "Tolerance", "compare_dense", "compare_detections", "compare_masks",
-           "compare_outputs"]
+__all__ = ["CompareResult", "NMSRule", "Tolerance", "compare_dense", "compare_detections", "compare_exact",
+           "compare_masks", "compare_outputs"]

@@ -14,7 +14,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-__all__ = ["palette", "draw_detections", "overlay_mask", "draw_label", "label_style"]
+__all__ = ["palette", "draw_detections", "overlay_mask", "draw_label", "label_style", "draw_status"]
 
 Color = tuple[int, int, int]
 
@@ -78,15 +78,17 @@ def draw_label(image: np.ndarray, text: str, x: int, y: int, color: Color,
     below y when there is no room; the text colour is black or white, whichever reads better.
     """
     h, w = image.shape[:2]
-    auto_scale, auto_thickness, _ = label_style(image.shape)
-    scale = auto_scale if scale is None else scale
-    thickness = auto_thickness if thickness is None else thickness
+    if scale is None or thickness is None:
+        auto_scale, auto_thickness, _ = label_style(image.shape)
+        scale = auto_scale if scale is None else scale
+        thickness = auto_thickness if thickness is None else thickness
     (tw, th), baseline = cv2.getTextSize(text, _FONT, scale, thickness)
     pad = max(1, int(round(th * 0.25)))
     tag_w, tag_h = tw + 2 * pad, th + baseline + pad
-    x0 = int(np.clip(x, 0, max(0, w - tag_w)))
+    # Plain min/max, not np.clip: this runs once per drawn box, on every frame of a video.
+    x0 = int(min(max(x, 0), max(0, w - tag_w)))
     y0 = y - tag_h if above and y - tag_h >= 0 else y
-    y0 = int(np.clip(y0, 0, max(0, h - tag_h)))
+    y0 = int(min(max(y0, 0), max(0, h - tag_h)))
     cv2.rectangle(image, (x0, y0), (x0 + tag_w - 1, y0 + tag_h - 1), color, cv2.FILLED)
     cv2.putText(image, text, (x0 + pad, y0 + pad + th - 1), _FONT, scale, _text_color(color),
                 thickness, cv2.LINE_AA)
@@ -126,20 +128,22 @@ def draw_detections(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
     thickness = box_thickness if thickness is None else thickness
     scale = scale if font_scale is None else font_scale
 
-    # Boxes first, then tags, so no box line is drawn across another object's tag.
-    visible = [i for i in range(len(boxes)) if labels[i] >= 0]
+    # Boxes first, then tags, so no box line is drawn across another object's tag. Plain Python
+    # numbers in the loops: per-element numpy indexing costs more than the drawing itself.
+    corners = np.round(boxes).astype(np.int64).tolist()
+    label_ids = labels.tolist()
+    visible = [i for i in range(len(boxes)) if label_ids[i] >= 0]
     for i in visible:
-        x1, y1, x2, y2 = boxes[i]
-        color = colors[labels[i] % len(colors)]
+        x1, y1, x2, y2 = corners[i]
+        color = colors[label_ids[i] % len(colors)]
         # x2/y2 are exclusive; the outline goes on the last pixel that belongs to the object.
-        cv2.rectangle(image, (int(round(x1)), int(round(y1))),
-                      (int(round(x2)) - 1, int(round(y2)) - 1), color, thickness)
+        cv2.rectangle(image, (x1, y1), (x2 - 1, y2 - 1), color, thickness)
+    score_list = scores.tolist() if scores is not None else None
     for i in visible:
-        label = int(labels[i])
+        label = label_ids[i]
         name = class_names[label] if class_names and label < len(class_names) else str(label)
-        text = name if scores is None else f"{name} {scores[i]:.2f}"
-        draw_label(image, text, int(round(boxes[i, 0])), int(round(boxes[i, 1])),
-                   colors[label % len(colors)], scale, text_thickness)
+        text = name if score_list is None else f"{name} {score_list[i]:.2f}"
+        draw_label(image, text, corners[i][0], corners[i][1], colors[label % len(colors)], scale, text_thickness)
     return image
 
 
@@ -167,3 +171,9 @@ def overlay_mask(image: np.ndarray, semantic: np.ndarray, alpha: float = 0.45,
         tint = lut[values]
         image[drawn] = np.clip(pixels * (1.0 - alpha) + tint * alpha + 0.5, 0, 255).astype(np.uint8)
     return image
+
+
+def draw_status(image: np.ndarray, text: str) -> np.ndarray:
+    """Write a status line (e.g. ``"31.2 FPS"``) in the top-left corner, white on dark grey."""
+    scale, thickness, _ = label_style(image.shape)
+    return draw_label(image, text, 0, 0, (40, 40, 40), scale, thickness, above=False)

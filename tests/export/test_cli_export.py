@@ -174,3 +174,26 @@ def test_darknet_weights_export(tmp_path):
     meta = read_metadata(tmp_path / "out" / "yolov3-tiny.onnx")
     assert meta["source"]["kind"] == "darknet" and meta["source"]["weights"] == str(weights.resolve())
     assert meta["class_names"][0] == "person" and meta["num_classes"] == 80
+
+
+def test_int8_export_loads_runs_and_is_smaller(tmp_path):
+    result = run_cli("export", "--model", "yolov3-tiny", "--random-init", "--imgsz", "96,128", "--format", "onnx",
+                     "--int8", "--calib-samples", "4", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    fp32, int8 = tmp_path / "yolov3-tiny.onnx", tmp_path / "yolov3-tiny.int8.onnx"
+    assert int8.stat().st_size < fp32.stat().st_size / 3
+    meta = read_metadata(int8)
+    assert meta["precision"] == "int8" and meta["quantization"]["calibration_frames"] == 4
+    graph = onnx.load(str(int8))
+    assert any(n.op_type == "QuantizeLinear" for n in graph.graph.node)
+    import numpy as np
+    import onnxruntime as ort
+
+    out = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"]).run(
+        None, {"images": np.full((3, 96, 128, 3), 114, np.uint8)})
+    assert [o.shape for o in out] == [(3,), (3, 100, 4), (3, 100), (3, 100)]
+    for args, fragment in ((["--int8", "--format", "torchscript"], "--int8"), (["--int8", "--half"], "contradict"),
+                           (["--calib-data", "clutter"], "--calib-data"), (["--int8", "--calib-data", "nope"], "nope")):
+        assert_user_error(run_cli("export", "--model", "grid", "--random-init", "--out", str(tmp_path / "x"), *args),
+                          fragment)
+    assert not (tmp_path / "x" / "grid.onnx").exists()

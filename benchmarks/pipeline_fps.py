@@ -1,0 +1,249 @@
+"""``edgedet run`` throughput against bare ``session.run`` on the same frames (ONNX Runtime, CPU).
+
+yolov3-tiny at 320x320 on a 640x480 video. Five measurements on the same frames, interleaved so
+that drift on a shared machine hits them alike, median of ``--reps``:
+
+- ``bare session.run``: the frames letterboxed up front, then only ``session.run`` in a loop
+  (batch 1, intra-op threads = physical cores), once with the runtime's session options (idle
+  threads sleep) and once with ONNX Runtime's default (idle threads spin). The ceiling is the
+  faster of the two.
+- ``pipeline, --save + --save-json``: :func:`edgedet.runtime.pipeline.run_pipeline` as
+  ``edgedet run --save OUT.mp4 --save-json OUT.jsonl`` runs it: capture thread decoding the video,
+  letterbox + inference on the main thread, writer thread drawing, encoding mp4v and writing JSON.
+- ``pipeline, no outputs``: the same without drawing and writing.
+- ``serial loop``: the same work as the first pipeline row in one thread (read, letterbox,
+  inference, decode, draw, encode, JSON, one after the other): what the threads buy.
+
+The detector's weights are random but "busy" (BatchNorm calibrated on the video's first frame,
+prediction biases spread around a centre), so frames carry boxes to draw: two scenes, about 15
+boxes per frame (a street) and about 60 (a crowd). Needs torch for the export only.
+
+On a machine whose cores are all busy with inference, nothing hides the other stages' CPU time:
+the pipeline can reach at most ``inference CPU / (inference CPU + other stages' CPU)`` of the bare
+rate. The serial loop row shows what is left for threads to win on such a machine.
+
+Usage: python benchmarks/pipeline_fps.py [--frames 200] [--reps 3] [--imgsz 320]
+Writes benchmarks/results/pipeline_fps.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from edgedet.runtime.api import load_model  # noqa: E402
+from edgedet.runtime.backends import physical_cores  # noqa: E402
+from edgedet.runtime.draw import draw_status  # noqa: E402
+from edgedet.runtime.letterbox import letterbox  # noqa: E402
+from edgedet.runtime.pipeline import RunOptions, run_pipeline  # noqa: E402
+from edgedet.runtime.sources import open_sources, read_image  # noqa: E402
+
+PHOTO = REPO.parent / "shared" / "reference" / "darknet" / "dog.jpg"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def make_video(path: Path, frames: int) -> Path:
+    """A 640x480 30 fps mp4v video panning across a photo (or a synthetic scene without it)."""
+    photo = read_image(PHOTO) if PHOTO.is_file() else None
+    if photo is None:
+        rng = np.random.default_rng(0)
+        photo = cv2.GaussianBlur(rng.integers(0, 256, (576, 768, 3), dtype=np.uint8), (0, 0), 3)
+    wide = cv2.resize(photo, (960, 540))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (640, 480))
+    for i in range(frames):
+        x = int((np.sin(i / 40) * 0.5 + 0.5) * (960 - 640))
+        writer.write(np.ascontiguousarray(wide[30:510, x:x + 640]))
+    writer.release()
+    return path
+
+
+def export_busy_detector(out_dir: Path, imgsz: int, first_frame: np.ndarray, bias: float) -> Path:
+    import torch
+
+    from edgedet.export.deploy import NMSSettings, build_deploy_module
+    from edgedet.export.metadata import build_metadata
+    from edgedet.export.onnx import OnnxNMS, export_onnx
+    from edgedet.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("yolov3-tiny", input_size=(imgsz, imgsz))
+    framed, _ = letterbox(first_frame, (imgsz, imgsz))
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.momentum = 1.0
+    pre = build_deploy_module(model, nms=None)[0].dense.preprocess
+    model.train()
+    with torch.no_grad():
+        model(pre(torch.from_numpy(framed[None])))
+        for conv in (m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.bias is not None):
+            torch.nn.init.normal_(conv.bias, bias, 1.0)
+    model.eval()
+    settings = NMSSettings()
+    module, names = build_deploy_module(model, nms=settings, nms_module=OnnxNMS(settings))
+    metadata = build_metadata(model, imgsz=(imgsz, imgsz), input_format="uint8", dynamic=False, half=False,
+                              nms=settings, output_names=names, source={"kind": "random-init (busy)"},
+                              export_args={}, graph_format="onnx")
+    path = out_dir / f"yolov3-tiny-{bias}.onnx"
+    export_onnx(module, torch.from_numpy(np.stack([framed, framed])), path, names, metadata, False)
+    return path
+
+
+def read_all(video: Path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(video))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return frames
+
+
+def bare_fps(graph: Path, frames: list[np.ndarray], imgsz: int, threads: int, spin: bool) -> float:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    inputs = [np.ascontiguousarray(letterbox(f, (imgsz, imgsz))[0][None]) for f in frames]
+    for x in inputs[:5]:
+        session.run(None, {"images": x})
+    start = time.perf_counter()
+    for x in inputs:
+        session.run(None, {"images": x})
+    return len(inputs) / (time.perf_counter() - start)
+
+
+def pipeline_fps(model, video: Path, out_dir: Path, save: bool) -> tuple[float, dict]:
+    options = RunOptions(progress=False, save=out_dir / "out.mp4" if save else None,
+                         save_json=out_dir / "out.jsonl" if save else None)
+    summary = run_pipeline(model, open_sources(str(video)), options, say_err=lambda m: None)
+    return summary.fps, summary.to_dict()
+
+
+def serial_fps(model, video: Path, out_dir: Path) -> float:
+    """Everything the saving pipeline does, on one thread."""
+    cap = cv2.VideoCapture(str(video))
+    writer = None
+    n = 0
+    start = time.perf_counter()
+    with open(out_dir / "serial.jsonl", "w") as js:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            result = model(frame)
+            drawn = result.plot(frame, copy=False)
+            draw_status(drawn, "FPS")
+            if writer is None:
+                writer = cv2.VideoWriter(str(out_dir / "serial.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 30,
+                                         (frame.shape[1], frame.shape[0]))
+            writer.write(drawn)
+            js.write(json.dumps(result.to_dict()) + "\n")
+            n += 1
+    writer.release()
+    cap.release()
+    return n / (time.perf_counter() - start)
+
+
+# Prediction-bias centres giving about 15 (a street scene) and about 60 (a crowd) detections per
+# frame on the benchmark video.
+SCENES = {"street": -2.35, "crowd": -2.1}
+
+
+def measure(graph: Path, video: Path, frames: list[np.ndarray], tmp: Path, imgsz: int, reps: int,
+            threads: int) -> tuple[dict[str, list[float]], dict, float]:
+    model = load_model(graph)
+    detections = float(np.mean([len(model(f)) for f in frames[::10]]))
+    rows: dict[str, list[float]] = {"bare session.run (runtime's options: idle threads sleep)": [],
+                                    "bare session.run (ORT default: idle threads spin)": [],
+                                    "pipeline, --save + --save-json": [], "pipeline, no outputs": [],
+                                    "serial loop (same work as --save + --save-json)": []}
+    stages: dict = {}
+    names = list(rows)
+    for rep in range(reps):
+        rows[names[0]].append(bare_fps(graph, frames, imgsz, threads, spin=False))
+        rows[names[1]].append(bare_fps(graph, frames, imgsz, threads, spin=True))
+        fps, doc = pipeline_fps(model, video, tmp, save=True)
+        rows[names[2]].append(fps)
+        stages = doc["stages"]
+        rows[names[3]].append(pipeline_fps(model, video, tmp, save=False)[0])
+        rows[names[4]].append(serial_fps(model, video, tmp))
+        print(f"  rep {rep + 1}: " + ", ".join(f"{v[-1]:.1f}" for v in rows.values()), flush=True)
+    return rows, stages, detections
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=200)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--imgsz", type=int, default=320)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "pipeline_fps.md")
+    args = parser.parse_args()
+    threads = physical_cores()
+    lines = [
+        "# `edgedet run` throughput vs bare `session.run`",
+        "",
+        f"yolov3-tiny {args.imgsz}x{args.imgsz}, ONNX Runtime CPU provider, batch 1, on a {args.frames}-frame "
+        f"640x480 mp4v video. Median of {args.reps} interleaved repetitions. Produced by "
+        "`benchmarks/pipeline_fps.py`.",
+        "",
+        f"- CPU: {cpu_name()}, {threads} physical cores usable (= ORT intra-op threads); a shared machine, "
+        "so absolute figures drift between runs (other jobs come and go); compare rows within a table",
+        f"- onnxruntime {ort.__version__}, OpenCV {cv2.__version__}, numpy {np.__version__}, "
+        f"Python {platform.python_version()}",
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        video = make_video(tmp / "clip.mp4", args.frames)
+        frames = read_all(video)
+        for scene, bias in SCENES.items():
+            graph = export_busy_detector(tmp, args.imgsz, frames[0], bias)
+            print(f"{scene}:", flush=True)
+            load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+            rows, stages, detections = measure(graph, video, frames, tmp, args.imgsz, args.reps, threads)
+            load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+            medians = {k: statistics.median(v) for k, v in rows.items()}
+            bare = max(v for k, v in medians.items() if k.startswith("bare"))
+            lines += ["", f"## {scene}: about {detections:.0f} detections per frame", "",
+                      f"Machine load (1-minute average, {threads} cores) {load_before:.1f} before, "
+                      f"{load_after:.1f} after.", "",
+                      "| what runs | FPS (median) | runs | vs the faster bare row |", "|---|---:|---|---:|"]
+            for name, values in rows.items():
+                lines.append(f"| {name} | {medians[name]:.1f} | {', '.join(f'{v:.1f}' for v in values)} | "
+                             f"{medians[name] / bare * 100:.0f}% |")
+            lines += ["", "Per-stage milliseconds of the last saving pipeline run (p50 / p95; wall time on "
+                      "its own thread, so a stage waiting for a core counts that wait):", "",
+                      "| stage | p50 ms | p95 ms |", "|---|---:|---:|"]
+            lines += [f"| {k} | {v['p50']:.2f} | {v['p95']:.2f} |" for k, v in stages.items()]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

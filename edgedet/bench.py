@@ -1,0 +1,234 @@
+"""``edgedet bench``: latency and throughput of a model on each backend, against the hardware.
+
+Every row reports p50 / p95 latency of one batch, images per second, the model's GFLOPs per image,
+the GFLOP/s it achieved, and that as a fraction of this machine's matrix-multiply GFLOP/s measured
+in the same run (:func:`gemm_gflops`): how close the backend gets to what the hardware can do.
+
+Backends: ``eager`` (the PyTorch deploy wrapper: preprocessing, model, decoding, NMS),
+``torchscript``, ``onnxruntime`` and ``opencv`` (the exported graphs through the runtime's
+backends). With ``--model NAME`` the graphs are exported on the fly from seeded random weights;
+with files, the graphs given are timed (``eager`` then needs the reference the metadata names).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from edgedet.errors import EdgedetError
+
+__all__ = ["BenchRecord", "BenchError", "gemm_gflops", "time_call", "bench_model", "bench_files", "format_records",
+           "BACKENDS"]
+
+BACKENDS = ("eager", "torchscript", "onnxruntime", "opencv")
+
+
+class BenchError(EdgedetError):
+    """Options that cannot be benchmarked."""
+
+
+@dataclass
+class BenchRecord:
+    model: str
+    backend: str
+    providers: str
+    batch: int
+    imgsz: list[int]
+    precision: str
+    p50_ms: float
+    p95_ms: float
+    fps: float
+    gflops: float  # per image
+    achieved_gflops: float
+    gemm_gflops: float
+    fraction_of_gemm: float
+    iters: int
+    note: str = ""
+
+
+def gemm_gflops(n: int = 1024, seconds: float = 1.0, threads: int | None = None) -> float:
+    """This machine's float32 matrix-multiply rate: ``n x n @ n x n`` with torch, best of repeated runs.
+
+    Each product is ``2 n^3`` FLOPs. The best (not the mean) run is the hardware's limit as far as
+    this process can reach it.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    a = torch.randn(n, n)
+    b = torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best / 1e9
+
+
+def time_call(fn: Callable[[], object], warmup: int, iters: int) -> list[float]:
+    """Milliseconds of ``iters`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def _record(model: str, backend: str, providers: str, batch: int, imgsz: tuple[int, int], precision: str,
+            times: list[float], gflops: float, gemm: float, note: str = "") -> BenchRecord:
+    p50 = statistics.median(times)
+    p95 = float(np.percentile(times, 95))
+    achieved = gflops * batch / (p50 / 1e3)
+    return BenchRecord(model, backend, providers, batch, list(imgsz), precision, round(p50, 3), round(p95, 3),
+                       round(batch * 1e3 / p50, 2), round(gflops, 4), round(achieved, 2), round(gemm, 2),
+                       round(achieved / gemm, 4) if gemm > 0 else 0.0, len(times), note)
+
+
+def _frames(batch: int, imgsz: tuple[int, int], seed: int = 0) -> np.ndarray:
+    from edgedet.data import build_dataset
+    from edgedet.runtime.letterbox import letterbox
+
+    image = build_dataset("clutter:glyphs=builtin", split="val")[seed]["image"]
+    frame = letterbox(image, imgsz)[0]
+    return np.ascontiguousarray(np.repeat(frame[None], batch, axis=0))
+
+
+def _graph_rows(path: Path, backends: Sequence[str], providers: str, batches: Sequence[int],
+                imgsz: tuple[int, int], gflops: float, gemm: float, warmup: int, iters: int,
+                say: Callable[[str], None]) -> list[BenchRecord]:
+    from edgedet.runtime.backends import create_backend
+    from edgedet.runtime.metadata import read_metadata
+
+    meta = read_metadata(path)
+    rows = []
+    for name in backends:
+        if name == "eager":
+            continue
+        if (name == "torchscript") != (path.suffix == ".torchscript"):
+            continue
+        try:
+            backend = create_backend(path, name, providers if name == "onnxruntime" else "auto",
+                                     max_batch=max(batches), metadata=meta)
+        except EdgedetError as e:
+            say(f"  {name}: skipped ({e})")
+            continue
+        for batch in batches:
+            x = _frames(batch, imgsz)
+            try:
+                times = time_call(lambda: backend.run(x), warmup, iters)
+            except Exception as e:  # e.g. OpenCV loading a graph it cannot run
+                say(f"  {name} batch {batch}: skipped ({str(e).splitlines()[0][:160]})")
+                continue
+            rows.append(_record(meta["model"], name, ",".join(backend.providers), batch, imgsz,
+                                meta.get("precision", "fp32"), times, gflops, gemm))
+            say(f"  {name} batch {batch}: p50 {rows[-1].p50_ms:.2f} ms, {rows[-1].fps:.1f} img/s")
+    return rows
+
+
+def _eager_rows(module: torch.nn.Module, model: str, batches: Sequence[int], imgsz: tuple[int, int], half: bool,
+                gflops: float, gemm: float, warmup: int, iters: int, say: Callable[[str], None]) -> list[BenchRecord]:
+    rows = []
+    for batch in batches:
+        x = torch.from_numpy(_frames(batch, imgsz))
+        with torch.inference_mode():
+            times = time_call(lambda: module(x), warmup, iters)
+        rows.append(_record(model, "eager", "torch-cpu", batch, imgsz, "fp16" if half else "fp32", times, gflops, gemm))
+        say(f"  eager batch {batch}: p50 {rows[-1].p50_ms:.2f} ms, {rows[-1].fps:.1f} img/s")
+    return rows
+
+
+def bench_model(name: str, backends: Sequence[str] = BACKENDS, providers: str = "auto",
+                batches: Sequence[int] = (1,), imgsz: tuple[int, int] | None = None, half: bool = False,
+                warmup: int = 5, iters: int = 20, say: Callable[[str], None] = lambda m: None) -> list[BenchRecord]:
+    """Export ``name`` (seeded random weights) and time it on each backend."""
+    from edgedet.export.api import ExportOptions, export_model
+    from edgedet.export.deploy import NMSSettings, build_deploy_module
+    from edgedet.models import create_model, get_entry, model_gflops
+
+    get_entry(name)
+    _check_backends(backends)
+    gemm = gemm_gflops()
+    say(f"matrix multiply (torch sgemm 1024^3): {gemm:.1f} GFLOP/s")
+    with tempfile.TemporaryDirectory() as tmp:
+        formats = tuple(f for f, b in (("onnx", "onnxruntime"), ("onnx", "opencv"), ("torchscript", "torchscript"))
+                        if b in backends)
+        files = export_model(name, tmp, ExportOptions(formats=tuple(dict.fromkeys(formats)) or ("onnx",),
+                                                      imgsz=imgsz, half=half, check=False),
+                             random_init=True, say=lambda m: None) if formats else []
+        torch.manual_seed(0)
+        model = create_model(name, **({"input_size": imgsz} if imgsz else {})).eval()
+        size = tuple(model.cfg.input_size)
+        gflops = model_gflops(model)
+        say(f"{name} at {size[0]}x{size[1]}: {gflops:.2f} GFLOPs per image")
+        rows = []
+        if "eager" in backends:
+            nms = NMSSettings() if get_entry(name).task == "detection" else None
+            module, _ = build_deploy_module(model, half=half, nms=nms)
+            rows += _eager_rows(module, name, batches, size, half, gflops, gemm, warmup, iters, say)
+        for f in files:
+            rows += _graph_rows(f.path, backends, providers, batches, size, gflops, gemm, warmup, iters, say)
+    return rows
+
+
+def _check_backends(backends: Sequence[str]) -> None:
+    bad = [b for b in backends if b not in BACKENDS]
+    if bad or not backends:
+        raise BenchError(f"unknown backend {', '.join(bad) or '(none)'}; choose from {', '.join(BACKENDS)}")
+
+
+def bench_files(paths: Sequence[str | Path], backends: Sequence[str] = BACKENDS, providers: str = "auto",
+                batches: Sequence[int] = (1,), warmup: int = 5, iters: int = 20,
+                say: Callable[[str], None] = lambda m: None) -> list[BenchRecord]:
+    """Time exported graphs on each backend that can run them (``eager`` from the recorded reference)."""
+    from edgedet.models import create_model, model_gflops
+    from edgedet.parity.reference import load_reference_model, reference_module
+    from edgedet.runtime.metadata import read_metadata
+
+    _check_backends(backends)
+    metas = {Path(p): read_metadata(p) for p in paths}  # every file readable before any timing
+    gemm = gemm_gflops()
+    say(f"matrix multiply (torch sgemm 1024^3): {gemm:.1f} GFLOP/s")
+    rows = []
+    for path, meta in metas.items():
+        size = (meta["input"]["height"], meta["input"]["width"])
+        with torch.device("meta"):
+            meta_model = create_model(meta["model"], **dict(meta["config"], input_size=size))
+        gflops = model_gflops(meta_model)
+        say(f"{path}: {meta['model']} at {size[0]}x{size[1]}, {gflops:.2f} GFLOPs per image")
+        if "eager" in backends:
+            model, _ = load_reference_model(meta, None, path)
+            rows += _eager_rows(reference_module(model, meta), meta["model"], batches, size,
+                                meta.get("precision") == "fp16", gflops, gemm, warmup, iters, say)
+        rows += _graph_rows(path, backends, providers, batches, size, gflops, gemm, warmup, iters, say)
+    return rows
+
+
+def format_records(rows: Sequence[BenchRecord]) -> str:
+    """A plain-text table of benchmark records."""
+    header = ("model", "backend", "providers", "batch", "imgsz", "p50 ms", "p95 ms", "img/s", "GFLOPs",
+              "GFLOP/s", "of sgemm")
+    table = [header] + [(r.model, r.backend, r.providers, str(r.batch), "x".join(map(str, r.imgsz)),
+                         f"{r.p50_ms:.2f}", f"{r.p95_ms:.2f}", f"{r.fps:.1f}", f"{r.gflops:.2f}",
+                         f"{r.achieved_gflops:.1f}", f"{r.fraction_of_gemm * 100:.0f}%") for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) if i < 5 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+                     for row in table)
+
+
+def records_json(rows: Sequence[BenchRecord]) -> list[dict]:
+    return [asdict(r) for r in rows]
+
+
+__all__ += ["records_json"]

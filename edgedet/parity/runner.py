@@ -1,0 +1,186 @@
+"""``edgedet parity``: run an exported graph on every backend that can run it and compare each
+with eager PyTorch, input by input and output by output.
+
+Backends tried for an ``.onnx`` file: ONNX Runtime on the CPU, CUDA and TensorRT providers, and
+OpenCV DNN; for a ``.torchscript`` file: TorchScript on the CPU and on CUDA. One that is not
+installed or cannot load the graph is reported as skipped with its reason; one that loads and
+disagrees fails.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from edgedet.parity.compare import CompareResult, NMSRule, Tolerance, compare_outputs
+from edgedet.parity.inputs import ParityInput, parity_inputs
+from edgedet.parity.reference import load_reference_model, reference_module
+from edgedet.runtime.metadata import graph_format, read_metadata
+
+__all__ = ["ParityOptions", "BackendReport", "FileReport", "BACKENDS", "run_parity", "format_report"]
+
+# (label, runtime backend, providers) per graph format, in the order they are tried.
+BACKENDS = {
+    "onnx": [("onnxruntime-cpu", "onnxruntime", ["cpu"]), ("onnxruntime-cuda", "onnxruntime", ["cuda"]),
+             ("onnxruntime-tensorrt", "onnxruntime", ["tensorrt"]), ("opencv", "opencv", ["cpu"])],
+    "torchscript": [("torchscript-cpu", "torchscript", ["cpu"]), ("torchscript-cuda", "torchscript", ["cuda"])],
+}
+
+
+_ORT_PROVIDER = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+                 "tensorrt": "TensorrtExecutionProvider"}
+
+
+@dataclass(frozen=True)
+class ParityOptions:
+    weights: str | None = None
+    samples: int = 4
+    batch: int = 4
+    providers: Sequence[str] | None = None  # restrict ONNX Runtime to these (cpu, cuda, tensorrt)
+    tolerance: Tolerance | None = None  # None: the defaults for the graph's precision
+    atol_out: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class InputReport:
+    input: str
+    batch: int
+    passed: bool
+    results: list[CompareResult] = field(default_factory=list)
+    error: str = ""
+
+
+@dataclass
+class BackendReport:
+    backend: str
+    status: str  # "pass", "fail" or "skipped"
+    providers: list[str] = field(default_factory=list)
+    reason: str = ""
+    inputs: list[InputReport] = field(default_factory=list)
+
+
+@dataclass
+class FileReport:
+    file: str
+    model: str
+    precision: str
+    reference: str
+    tolerance: dict[str, Any]
+    backends: list[BackendReport] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        ran = [b for b in self.backends if b.status != "skipped"]
+        return bool(ran) and all(b.status == "pass" for b in ran)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["passed"] = self.passed
+        return d
+
+
+def _as_graph_input(images: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+    if meta["input"]["dtype"] == "uint8":
+        return images
+    # --input float graphs take float32 [B, 3, H, W] RGB 0..1.
+    return np.ascontiguousarray(images[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255)
+
+
+def _reference_outputs(module: torch.nn.Module, x: np.ndarray) -> list[np.ndarray]:
+    with torch.no_grad():
+        out = module(torch.from_numpy(x))
+    return [t.float().numpy() if t.is_floating_point() else t.numpy() for t in out]
+
+
+def _open(path: Path, backend: str, providers: list[str], meta: dict[str, Any], max_batch: int):
+    from edgedet.runtime.backends import create_backend
+
+    return create_backend(path, backend=backend, providers=providers, max_batch=max_batch, metadata=meta)
+
+
+def check_file(path: str | Path, options: ParityOptions = ParityOptions(),
+               say: Callable[[str], None] = lambda m: None) -> FileReport:
+    """Compare one exported graph with its PyTorch reference on every available backend."""
+    path = Path(path)
+    fmt = graph_format(path)
+    meta = read_metadata(path)
+    model, how = load_reference_model(meta, options.weights, path)
+    reference = reference_module(model, meta)
+    precision = meta.get("precision", "fp32")
+    defaults = {"fp16": Tolerance.fp16, "int8": Tolerance.int8}.get(precision, Tolerance)
+    tol = options.tolerance or defaults()
+    rule = NMSRule.from_metadata(meta.get("nms")) if "num_dets" in meta["outputs"] else None
+    names = tuple(meta["outputs"])
+    cases: list[ParityInput] = parity_inputs(meta, samples=options.samples, batch=options.batch)
+    say(f"parity {path} ({meta['model']}, {meta.get('precision', 'fp32')}): reference {how}; "
+        f"{len(cases)} inputs")
+    refs = [_reference_outputs(reference, _as_graph_input(c.images, meta)) for c in cases]
+    report = FileReport(str(path), meta["model"], meta.get("precision", "fp32"), how, asdict(tol))
+    wanted = {p.lower() for p in options.providers} if options.providers else None
+    for label, backend, providers in BACKENDS[fmt]:
+        if wanted is not None and backend == "onnxruntime" and providers[0] not in wanted:
+            report.backends.append(BackendReport(label, "skipped", reason="not in --providers"))
+            continue
+        try:
+            runner = _open(path, backend, providers, meta, max(len(c.images) for c in cases))
+        except Exception as e:  # not installed, not usable here, or cannot read this graph
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            report.backends.append(BackendReport(label, "skipped", reason=reason[:300]))
+            say(f"  {label}: skipped ({reason[:160]})")
+            continue
+        assigned = list(getattr(runner, "providers", []))
+        expected = _ORT_PROVIDER.get(providers[0]) if backend == "onnxruntime" else None
+        if expected and (not assigned or assigned[0] != expected):
+            # ONNX Runtime falls back to the CPU when a listed provider cannot start.
+            reason = f"{expected} is not usable here (the session runs on {', '.join(assigned) or 'nothing'})"
+            report.backends.append(BackendReport(label, "skipped", providers=assigned, reason=reason))
+            say(f"  {label}: skipped ({reason})")
+            continue
+        entry = BackendReport(label, "pass", providers=assigned)
+        start = time.perf_counter()
+        for case, ref in zip(cases, refs):
+            try:
+                out = runner.run(case.images)  # the backend applies the graph's input contract
+            except Exception as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                entry.inputs.append(InputReport(case.name, len(case.images), False, error=first[:300]))
+                continue
+            results = compare_outputs(names, ref, out, tol, rule, options.atol_out)
+            entry.inputs.append(InputReport(case.name, len(case.images), all(r.passed for r in results), results))
+        entry.status = "pass" if all(i.passed for i in entry.inputs) else "fail"
+        say(f"  {label}: {entry.status.upper()} ({len(entry.inputs)} inputs, {time.perf_counter() - start:.1f} s)")
+        report.backends.append(entry)
+    return report
+
+
+def run_parity(files: Sequence[str | Path], options: ParityOptions = ParityOptions(),
+               say: Callable[[str], None] = lambda m: None) -> list[FileReport]:
+    """:func:`check_file` for every file."""
+    return [check_file(f, options, say) for f in files]
+
+
+def format_report(report: FileReport, verbose: bool = False) -> str:
+    """The on-screen table: a line per backend and input, a Polygraphy-style line per output."""
+    lines = [f"{report.file}: {report.model} {report.precision}, reference {report.reference}"]
+    for b in report.backends:
+        if b.status == "skipped":
+            lines.append(f"  {b.backend:<22} SKIPPED  {b.reason}")
+            continue
+        lines.append(f"  {b.backend:<22} {b.status.upper():<8} providers {', '.join(b.providers) or '-'}")
+        for i in b.inputs:
+            verdict = "PASS" if i.passed else "FAIL"
+            lines.append(f"    {i.input:<24} batch {i.batch:<3} {verdict}" + (f"  error: {i.error}" if i.error else ""))
+            for r in i.results:
+                if verbose or not r.passed or r.tolerated:
+                    lines.append(f"      {r.line()}")
+                for p in r.problems[:5]:
+                    lines.append(f"        ! {p}")
+                for t in r.tolerated[:5] if verbose or not r.passed else r.tolerated[:3]:
+                    lines.append(f"        ~ {t}")
+    lines.append(f"  verdict: {'PASS' if report.passed else 'FAIL'}")
+    return "\n".join(lines)

@@ -1,0 +1,396 @@
+"""``edgedet run``: sources -> letterbox -> graph -> drawing, video, JSON lines, window.
+
+Three kinds of thread overlap the work: one capture thread per source reads and decodes frames
+into a bounded queue, the calling thread letterboxes and runs inference, and one writer thread
+draws, encodes and writes. The writer's queue is bounded too, so a slow disk slows inference
+rather than filling memory (and, for live sources, makes the capture side drop old frames).
+
+SIGINT / SIGTERM stop the reading; frames already read are finished, the video container and the
+JSON lines are finalised and the summary is printed. A second Ctrl-C aborts at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import signal
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from edgedet.runtime.api import ExportedModel, load_model
+from edgedet.runtime.backends import ProviderWarning
+from edgedet.runtime.draw import draw_status
+from edgedet.runtime.metadata import read_metadata
+from edgedet.runtime.results import Result
+from edgedet.runtime.sources import IMAGE_SUFFIXES, CaptureGroup, Source, SourceError, open_sources, quiet_video_logs
+from edgedet.runtime.timing import StageTimes
+from edgedet.runtime.writers import (VIDEO_FOURCC, Display, ImageSink, JsonlSink, OutputError, VideoSink,
+                                     check_display, output_path)
+
+__all__ = ["RunOptions", "RunSummary", "run", "run_pipeline"]
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class RunOptions:
+    """What ``edgedet run`` does besides inference (see the CLI's help for each)."""
+
+    batch: int = 1
+    conf: float | None = None
+    max_frames: int | None = None
+    vid_stride: int = 1
+    drop: bool | None = None  # None: live sources drop, files never
+    show: bool = False
+    save: Path | None = None
+    save_json: Path | None = None
+    progress: bool = True
+    open_timeout: float = 10.0
+    reconnect_attempts: int = 5
+
+
+@dataclass
+class RunSummary:
+    """What a run did: frame counts, speed, per-stage milliseconds, where it wrote."""
+
+    model: str
+    task: str
+    backend: str
+    providers: list[str]
+    batch: int
+    sources: list[str]
+    frames_read: int = 0
+    processed: int = 0
+    dropped: int = 0
+    corrupt: int = 0
+    reconnects: int = 0
+    detections: int = 0
+    seconds: float = 0.0
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+    stopped_by: str | None = None
+    raw: bool = False
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = dict(self.__dict__)
+        doc["fps"] = round(self.fps, 3)
+        return doc
+
+    def lines(self) -> list[str]:
+        out = [f"model     {self.model} ({self.task}) on {self.backend} [{', '.join(self.providers)}], "
+               f"batch {self.batch}"]
+        out += [f"source    {s}" for s in self.sources]
+        out.append(f"frames    read {self.frames_read}, processed {self.processed}, dropped {self.dropped}, "
+                   f"corrupt {self.corrupt}" + (f", reconnects {self.reconnects}" if self.reconnects else ""))
+        if self.task != "segmentation":
+            kind = "unsuppressed candidates (graph without NMS)" if self.raw else "detections"
+            out.append(f"results   {self.detections} {kind}")
+        out.append(f"speed     {self.fps:.1f} FPS ({_plural(self.processed, 'frame')} in {self.seconds:.2f} s)"
+                   + (f"; stopped by {self.stopped_by}" if self.stopped_by else ""))
+        if self.stages:
+            out.append("stage ms  " + "  ".join(
+                f"{name}{' (batch)' if name == 'inference' and self.batch > 1 else ''} "
+                f"{v['p50']:.1f}/{v['p95']:.1f}" for name, v in self.stages.items()) + "  (p50/p95)")
+        for path in self.outputs:
+            out.append(f"wrote     {path}")
+        return out
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+class _Outputs:
+    """The sinks of a run, fed by the writer thread."""
+
+    def __init__(self, options: RunOptions, sources: Sequence[Source]) -> None:
+        self.options = options
+        self.sources = list(sources)
+        self.videos: dict[int, VideoSink] = {}
+        self.displays: dict[int, Display] = {}  # one window per source
+        self.images: ImageSink | None = None
+        self.quit = False  # the user closed a window
+        if options.show:
+            check_display()
+        save = options.save
+        if save is not None and save.suffix.lower() in IMAGE_SUFFIXES:
+            total = sum(s.length or 0 for s in sources) if all(s.length is not None for s in sources) else None
+            if options.max_frames is not None and total is not None:
+                total = min(total, options.max_frames)
+            self.images = ImageSink(save, single=total == 1)
+        self.json = JsonlSink(options.save_json) if options.save_json else None
+
+    @property
+    def draws(self) -> bool:
+        return self.options.save is not None or self.options.show
+
+    def write(self, result: Result, image) -> None:
+        save = self.options.save
+        if save is not None and self.images is None:
+            sink = self.videos.get(result.source_id)
+            if sink is None:
+                source = self.sources[result.source_id]
+                fps = source.fps if source.kind != "images" else 1.0
+                if source.fps and self.options.vid_stride > 1 and source.kind == "video":
+                    fps = source.fps / self.options.vid_stride
+                sink = self.videos[result.source_id] = VideoSink(
+                    output_path(save, result.source_id, len(self.sources)), fps)
+            sink.write(image)
+        elif self.images is not None:
+            self.images.write(image)
+        if self.json is not None:
+            self.json.write(result.to_dict())
+        if self.options.show:
+            display = self.displays.get(result.source_id)
+            if display is None:
+                display = self.displays[result.source_id] = Display(
+                    f"edgedet: {self.sources[result.source_id].name}"[:100])
+            if not display.show(image):
+                self.quit = True
+
+    def close(self) -> list[str]:
+        written = []
+        for sink in self.videos.values():
+            path = sink.close()
+            if path is not None:
+                width, height = sink.size or (0, 0)
+                written.append(f"{path} ({_plural(sink.frames, 'frame')}, {width}x{height}, {sink.fps:g} fps, "
+                               f"{sink.fourcc})")
+        if self.images is not None and self.images.frames:
+            where = self.images.close()
+            written.append(f"{where} ({_plural(self.images.frames, 'image')})")
+        if self.json is not None:
+            written.append(f"{self.json.close()} ({_plural(self.json.lines, 'line')})")
+        for display in self.displays.values():
+            display.close()
+        return written
+
+
+class _Writer(threading.Thread):
+    """Draws and writes results in order, off the inference thread."""
+
+    def __init__(self, outputs: _Outputs, times: StageTimes, progress, stop: threading.Event, maxsize: int) -> None:
+        super().__init__(name="writer", daemon=True)
+        self.outputs = outputs
+        self.times = times
+        self.progress = progress
+        self.stop = stop
+        self.queue: queue.Queue[Result | None] = queue.Queue(maxsize=maxsize)
+        self.error: BaseException | None = None
+        self._fps = 0.0
+        self._last: float | None = None
+
+    def run(self) -> None:
+        while True:
+            result = self.queue.get()
+            if result is None:
+                return
+            if self.error is not None:
+                continue  # keep draining so the producer never blocks
+            try:
+                self._handle(result)
+            except BaseException as e:  # reported by the main thread after finalising
+                self.error = e
+                self.stop.set()
+
+    def _handle(self, result: Result) -> None:
+        now = time.perf_counter()
+        if self._last is not None:
+            dt = now - self._last
+            self._fps = 1.0 / dt if self._fps == 0 else 0.9 * self._fps + 0.1 / max(dt, 1e-6)
+        self._last = now
+        t0 = time.perf_counter()
+        image = result.image
+        if self.outputs.draws and image is not None:
+            image = result.plot(image, copy=False)  # the frame is ours: draw on it
+            if self._fps and self.outputs.images is None:  # annotated photos carry no FPS
+                draw_status(image, f"{self._fps:.1f} FPS")
+        t1 = time.perf_counter()
+        self.outputs.write(result, image)
+        t2 = time.perf_counter()
+        self.times.add("draw", (t1 - t0) * 1e3)
+        self.times.add("write", (t2 - t1) * 1e3)
+        if self.outputs.quit:
+            self.stop.set()
+        if self.progress is not None:
+            self.progress.update(1)
+        result.image = None  # release the frame
+
+    def put(self, result: Result | None) -> None:
+        while True:
+            try:
+                self.queue.put(result, timeout=0.2)
+                return
+            except queue.Full:
+                if not self.is_alive():
+                    return
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event, say_err: Say) -> Iterator[dict[str, str]]:
+    """First SIGINT/SIGTERM: set ``stop`` (the run finishes cleanly); a second one aborts."""
+    state: dict[str, str] = {}
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+
+    def handler(signum, frame):  # noqa: ARG001
+        if stop.is_set() and state.get("by"):
+            raise KeyboardInterrupt
+        state["by"] = signal.Signals(signum).name
+        stop.set()
+        say_err(f"{state['by']}: stopping; finishing the frames in flight (Ctrl-C again to abort)")
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except (ValueError, OSError):
+            pass
+    try:
+        yield state
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _progress_bar(sources: Sequence[Source], max_frames: int | None, enabled: bool):
+    if not enabled or any(s.live or s.length is None for s in sources):
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    total = sum(s.length for s in sources)  # type: ignore[misc]
+    if max_frames is not None:
+        total = min(total, max_frames)
+    return tqdm(total=total, unit="frame", disable=None, file=sys.stderr, dynamic_ncols=True, leave=False)
+
+
+def run_pipeline(model: ExportedModel, sources: Sequence[Source], options: RunOptions,
+                 say_err: Say = lambda m: print(m, file=sys.stderr)) -> RunSummary:
+    """Run opened ``sources`` through ``model`` into the outputs of ``options``; returns the summary."""
+    batch = max(1, options.batch)
+    summary = RunSummary(model=str(model.backend.path.name), task=model.task, backend=model.backend.name,
+                         providers=list(model.backend.providers), batch=batch,
+                         sources=[s.describe() for s in sources], raw=model.raw)
+    group = CaptureGroup(sources, drop=options.drop, batch=batch, prepare=model.prepare)
+    stop = threading.Event()
+    times = StageTimes()
+    try:
+        outputs = _Outputs(options, sources)
+    except BaseException:
+        for source in sources:
+            source.close()
+        raise
+    progress = _progress_bar(sources, options.max_frames, options.progress)
+    writer = _Writer(outputs, times, progress, stop, maxsize=2 * batch + 2)
+    writer.start()
+    start = time.perf_counter()
+    try:
+        with _stop_on_signals(stop, say_err) as stopped:
+            for result in model.process(group, batch=batch, max_frames=options.max_frames, times=times, stop=stop):
+                summary.processed += 1
+                summary.detections += len(result)
+                writer.put(result)
+            summary.stopped_by = stopped.get("by")
+    finally:
+        writer.put(None)
+        writer.join()
+        summary.seconds = time.perf_counter() - start
+        if progress is not None:
+            progress.close()
+        summary.outputs = outputs.close()
+        summary.frames_read = sum(s.frames_read for s in sources)
+        summary.corrupt = sum(s.corrupt for s in sources)
+        summary.reconnects = sum(s.reconnects for s in sources if hasattr(s, "reconnects"))
+        summary.dropped = group.dropped
+        summary.stages = times.percentiles()
+        summary.problems = list(group.errors)
+    if writer.error is not None:
+        raise writer.error
+    if outputs.quit and summary.stopped_by is None:
+        summary.stopped_by = "the window"
+    return summary
+
+
+@contextlib.contextmanager
+def _warnings_as_lines(say_err: Say) -> Iterator[None]:
+    """Show edgedet's warnings as ``warning: ...`` lines, others as Python shows them."""
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, ProviderWarning):
+            say_err(f"warning: {message}")
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", ProviderWarning)
+        warnings.showwarning = show
+        try:
+            yield
+        finally:
+            warnings.showwarning = original
+
+
+def _check_outputs(options: RunOptions) -> None:
+    if options.save is not None:
+        suffix = options.save.suffix.lower()
+        if suffix not in VIDEO_FOURCC and suffix not in IMAGE_SUFFIXES:
+            raise OutputError(f"--save {options.save}: give a video ({', '.join(VIDEO_FOURCC)}) "
+                              f"or an image ({', '.join(IMAGE_SUFFIXES[:4])}, ...) path")
+    if options.save_json is not None and options.save is not None and \
+            options.save_json.resolve() == options.save.resolve():
+        raise OutputError("--save and --save-json name the same file")
+
+
+def run(model_path: str | Path, source: str, options: RunOptions, *, backend: str = "auto",
+        providers: str = "auto", threads: int | None = None, say: Say = print,
+        say_err: Say = lambda m: print(m, file=sys.stderr)) -> RunSummary:
+    """Everything ``edgedet run`` does, in the order that fails fastest on a user's mistake:
+    the graph's metadata, the display and output paths, the sources, then the backend."""
+    quiet_video_logs()
+    read_metadata(model_path)
+    if options.show:
+        check_display()
+    _check_outputs(options)
+    sources = open_sources(source, vid_stride=options.vid_stride, open_timeout=options.open_timeout,
+                           reconnect_attempts=options.reconnect_attempts)
+    try:
+        with _warnings_as_lines(say_err):
+            model = load_model(model_path, backend=backend, providers=providers, conf=options.conf,
+                               threads=threads, batch=options.batch)
+    except BaseException:
+        for s in sources:
+            s.close()
+        raise
+    nms_conf = model.nms_conf
+    if options.conf is not None and nms_conf is not None and options.conf < nms_conf:
+        say_err(f"warning: the graph's NMS keeps scores >= {nms_conf:g}; --conf {options.conf:g} cannot "
+                f"bring back lower ones (re-export with --conf)")
+    if model.raw:
+        say_err("note: this graph has no NMS (--no-nms): boxes are unsuppressed candidates above "
+                f"{0.25 if options.conf is None else options.conf:g}, overlapping ones included")
+    try:
+        summary = run_pipeline(model, sources, options, say_err)
+    finally:
+        model.close()
+    for problem in summary.problems:
+        say_err(f"warning: {problem}")
+    if summary.processed == 0 and summary.stopped_by is None:
+        raise SourceError(f"{source}: no frames could be read"
+                          + (f" ({summary.corrupt} corrupt)" if summary.corrupt else ""))
+    for line in summary.lines():
+        say(line)
+    return summary
