@@ -45,6 +45,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from edgedet.bench import cpu_name  # noqa: E402
 from edgedet.models import create_decoder, create_model  # noqa: E402
 from edgedet.models.darknet import save_darknet_weights  # noqa: E402
 from edgedet.models.layers import ConvBNAct  # noqa: E402
@@ -212,15 +213,6 @@ def compare(cv2, name: str, cfg_dir: Path, image: Path, calib_image: Path, seed:
     )
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
 
 def markdown(results: list[Result], cv_version: str, image: str, calib: str, seed: int) -> str:
     lines = [
@@ -234,7 +226,7 @@ def markdown(results: list[Result], cv_version: str, image: str, calib: str, see
         "",
         f"- OpenCV {cv_version}, torch {torch.__version__}, numpy {np.__version__}, "
         f"Python {platform.python_version()}",
-        f"- CPU: {cpu_model()}",
+        f"- CPU: {cpu_name()}",
         f"- image: {image} (BN calibration: {calib}), seed {seed}, tolerance {TOLERANCE:g}",
         "",
         "| model | rows | cx, cy | w, h | objectness | class score | default cfg (kept scores) |",

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from edgedet.bench import cpu_name
 from edgedet.data import build_dataset
 from edgedet.export.api import ExportOptions, export_model
 from edgedet.export.deploy import NMSSettings
@@ -31,12 +32,6 @@ from edgedet.train.metrics import coco_map
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def evaluate(path: Path, frames: list[np.ndarray], truth: list[tuple[np.ndarray, np.ndarray]], classes: int):

@@ -30,6 +30,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from edgedet.bench import cpu_name
 from edgedet.export.deploy import NMSSettings, build_deploy_module
 from edgedet.export.onnx import OnnxNMS, export_onnx
 from edgedet.models import create_model
@@ -38,15 +39,6 @@ from edgedet.runtime.letterbox import letterbox
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGE = REPO.parent / "shared" / "reference" / "darknet" / "dog.jpg"
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def lively(model: torch.nn.Module, frame: np.ndarray, bias: float) -> None:

@@ -45,6 +45,7 @@ import onnxruntime as ort
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from edgedet.bench import cpu_name
 from edgedet.runtime.api import load_model  # noqa: E402
 from edgedet.runtime.backends import physical_cores  # noqa: E402
 from edgedet.runtime.draw import draw_status  # noqa: E402
@@ -54,15 +55,6 @@ from edgedet.runtime.sources import open_sources, read_image  # noqa: E402
 
 PHOTO = REPO.parent / "shared" / "reference" / "darknet" / "dog.jpg"
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def make_video(path: Path, frames: int) -> Path:

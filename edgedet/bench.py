@@ -12,6 +12,7 @@ with files, the graphs given are timed (``eager`` then needs the reference the m
 
 from __future__ import annotations
 
+import platform
 import statistics
 import tempfile
 import time
@@ -24,7 +25,7 @@ import torch
 
 from edgedet.errors import EdgedetError
 
-__all__ = ["BenchRecord", "BenchError", "gemm_gflops", "time_call", "bench_model", "bench_files", "format_records",
+__all__ = ["BenchRecord", "BenchError", "cpu_name", "gemm_gflops", "time_call", "bench_model", "bench_files", "format_records",
            "BACKENDS"]
 
 BACKENDS = ("eager", "torchscript", "onnxruntime", "opencv")
@@ -51,6 +52,17 @@ class BenchRecord:
     fraction_of_gemm: float
     iters: int
     note: str = ""
+
+
+def cpu_name() -> str:
+    """The processor's model name, for results tables."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def gemm_gflops(n: int = 1024, seconds: float = 1.0, threads: int | None = None) -> float:
