@@ -386,6 +386,20 @@ def val(weights: str, spec: str | None, split: str, batch: int, device: str | No
         atomic_write_bytes(json_path, (json.dumps(doc, indent=2) + "\n").encode())
         click.echo(f"wrote {json_path}")
 
+
+@cli.command()
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("quickstart"),
+              show_default=True, help="Folder for the graphs, videos, plots and report.md.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N]: where the runtime and parity run.")
+def quickstart(out_dir: Path, device: str) -> None:
+    """The main job: export, parity, latency and accuracy of the shipped checkpoints, a video run, a report."""
+    _require_torch()
+    from edgedet.quickstart import quickstart as run_quickstart
+
+    report = run_quickstart(out_dir, device=device, say=lambda m: click.echo(m, err=True))
+    click.echo(f"report: {report}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the click group and turns user errors into one ``error:`` line."""
     args = sys.argv[1:] if argv is None else argv

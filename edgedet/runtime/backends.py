@@ -14,6 +14,7 @@ TorchScript imports torch only when chosen, so the ONNX path never needs it.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import os
 import re
@@ -33,6 +34,15 @@ __all__ = ["Backend", "BackendError", "ProviderWarning", "OrtBackend", "TorchScr
            "PROVIDER_ALIASES"]
 
 BACKENDS = ("onnxruntime", "torchscript", "opencv")
+
+
+def _require(module: str, message: str) -> Any:
+    """Import ``module`` (lazily: the runtime must load without torch), or say what to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingDependencyError(message) from None
+
 
 # Short names a user types -> ONNX Runtime provider names.
 PROVIDER_ALIASES = {
@@ -245,12 +255,8 @@ class OrtBackend(Backend):
                  threads: int | None = None, max_batch: int = 1, spinning: bool = False) -> None:
         super().__init__(path, metadata)
         self.spinning = spinning
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise MissingDependencyError("the onnxruntime backend needs ONNX Runtime: "
-                                         "pip install onnxruntime-gpu (or onnxruntime)") from None
-        self._ort = ort
+        self._ort = ort = _require("onnxruntime", "the onnxruntime backend needs ONNX Runtime: "
+                                                  "pip install onnxruntime-gpu (or onnxruntime)")
         wanted, auto = resolve_providers(providers)
         installed = ort.get_available_providers()
         if auto:
@@ -391,12 +397,8 @@ class TorchScriptBackend(Backend):
     def __init__(self, path: str | os.PathLike, metadata: dict[str, Any], providers: str | Sequence[str] = "auto",
                  threads: int | None = None) -> None:
         super().__init__(path, metadata)
-        try:
-            import torch
-        except ImportError:
-            raise MissingDependencyError("the torchscript backend needs PyTorch, which the runtime-only install "
-                                         "leaves out: pip install 'edgedet[full]', or run the .onnx file") from None
-        self._torch = torch
+        self._torch = torch = _require("torch", "the torchscript backend needs PyTorch, which the runtime-only "
+                                                "install leaves out: pip install 'edgedet[full]', or run the .onnx file")
         wanted, auto = resolve_providers(providers)
         if auto:
             device = "cuda" if torch.cuda.is_available() else "cpu"

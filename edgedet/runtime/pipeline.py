@@ -1,7 +1,7 @@
 """``edgedet run``: sources -> letterbox -> graph -> drawing, video, JSON lines, window.
 
-Three kinds of thread overlap the work: one capture thread per source reads and decodes frames
-into a bounded queue, the calling thread letterboxes and runs inference, and one writer thread
+Three kinds of thread overlap the work: one capture thread per source reads, decodes and
+letterboxes frames into a bounded queue, the calling thread runs inference, and one writer thread
 draws, encodes and writes. The writer's queue is bounded too, so a slow disk slows inference
 rather than filling memory (and, for live sources, makes the capture side drop old frames).
 
@@ -313,7 +313,7 @@ def run_pipeline(model: ExportedModel, sources: Sequence[Source], options: RunOp
         summary.outputs = outputs.close()
         summary.frames_read = sum(s.frames_read for s in sources)
         summary.corrupt = sum(s.corrupt for s in sources)
-        summary.reconnects = sum(s.reconnects for s in sources if hasattr(s, "reconnects"))
+        summary.reconnects = sum(s.reconnects for s in sources)
         summary.dropped = group.dropped
         summary.stages = times.percentiles()
         summary.problems = list(group.errors)

@@ -15,7 +15,7 @@ import numpy as np
 
 from edgedet.runtime.letterbox import Letterbox
 
-__all__ = ["Result", "decode_outputs", "rle_encode", "rle_decode", "RAW_CANDIDATE_CAP"]
+__all__ = ["Result", "decode_outputs", "check_outputs", "rle_encode", "rle_decode", "RAW_CANDIDATE_CAP"]
 
 # Raw graphs can give thousands of candidates above a low threshold; only the best are kept
 # (by score, not by suppression) so drawing and JSON stay bounded.

@@ -163,8 +163,8 @@ class VideoSource(Source):
         kind: ``video``, ``camera`` or ``stream``.
         vid_stride: keep every ``vid_stride``-th frame (the others are grabbed, not decoded to BGR).
         open_timeout: seconds to wait for a camera or stream to open (and a stream to give a frame).
-        reconnect_attempts: how often a lost stream is reopened (backoff 0.5 s doubling to 8 s)
-            before it is given up; ``0`` ends it at the first failure.
+        reconnect_attempts: how often a lost stream or camera is reopened (backoff 0.5 s doubling
+            to 8 s) before it is given up; ``0`` ends it at the first failure.
     """
 
     def __init__(self, target: str | int, kind: str, name: str, vid_stride: int = 1, open_timeout: float = 10.0,
@@ -277,7 +277,11 @@ class VideoSource(Source):
                 return Frame(image, index, timestamp, self.name, read_ms=read_ms)
             if ok:  # the capture gave something that is not an image
                 self.corrupt += 1
-                continue
+                failures += 1
+                if failures < 100:
+                    continue
+                self.error = f"{self.name}: {failures} unusable frames in a row"
+                return None
             if self.kind == "video":
                 # A failed read before the known end is a corrupt frame; at the end, the end.
                 failures += 1
@@ -286,10 +290,10 @@ class VideoSource(Source):
                     self.corrupt += 1
                     continue
                 return None
-            if self.kind == "stream" and self._reopen(stop):
+            # A live source that stops (network drop, stall past the read timeout, camera
+            # unplugged) is reopened with backoff before it is given up.
+            if self._reopen(stop):
                 continue
-            if self.kind == "camera" and self.error is None:
-                self.error = f"{self.name}: stopped giving frames"
             return None
         return None
 

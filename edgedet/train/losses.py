@@ -51,19 +51,23 @@ def generalized_box_iou_pairs(a: Tensor, b: Tensor, eps: float = 1e-7) -> Tensor
     return iou - (enclose - union) / (enclose + eps)
 
 
-class LocalizerLoss(nn.Module):
-    """``(head[B, 5 + C], targets[B, 6]) -> loss``: p_c BCE + box + class CE where present.
-
-    The box term is the L1 error of the sigmoid box ``(cx, cy, w, h)`` (fractions of the input)
-    plus ``1 - GIoU``. The seed's squared error is tiny for a few pixels' misplacement, so its
-    boxes stayed loose (mean IoU 0.73); L1 and GIoU keep pulling until the edges fit.
-    """
+class _SlotLoss(nn.Module):
+    """Weights shared by the one-object-per-slot losses (localizer images, grid cells)."""
 
     def __init__(self, l1_weight: float = 5.0, giou_weight: float = 2.0, cls_weight: float = 1.0) -> None:
         super().__init__()
         self.l1_weight = l1_weight
         self.giou_weight = giou_weight
         self.cls_weight = cls_weight
+
+
+class LocalizerLoss(_SlotLoss):
+    """``(head[B, 5 + C], targets[B, 6]) -> loss``: p_c BCE + box + class CE where present.
+
+    The box term is the L1 error of the sigmoid box ``(cx, cy, w, h)`` (fractions of the input)
+    plus ``1 - GIoU``. The seed's squared error is tiny for a few pixels' misplacement, so its
+    boxes stayed loose (mean IoU 0.73); L1 and GIoU keep pulling until the edges fit.
+    """
 
     def forward(self, head: Tensor, targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         head = head.float()
@@ -89,19 +93,13 @@ def _box_terms(pred: Tensor, true: Tensor, pred_xyxy: Tensor, true_xyxy: Tensor,
     return l1 * l1_weight + (1.0 - giou).mean() * giou_weight
 
 
-class GridLoss(nn.Module):
+class GridLoss(_SlotLoss):
     """``(head[B, 5 + C, rows, cols], targets[B, rows, cols, 6]) -> loss``.
 
     Per-cell BCE on p_c; L1 of the sigmoid ``(tx, ty, tw, th)`` plus ``1 - GIoU`` of the decoded
     box, and class cross-entropy, only in occupied cells (the seed's second loss applied them
     to empty cells as well).
     """
-
-    def __init__(self, l1_weight: float = 5.0, giou_weight: float = 2.0, cls_weight: float = 1.0) -> None:
-        super().__init__()
-        self.l1_weight = l1_weight
-        self.giou_weight = giou_weight
-        self.cls_weight = cls_weight
 
     def forward(self, head: Tensor, targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         p = head.float().permute(0, 2, 3, 1)  # (B, rows, cols, 5 + C)

@@ -71,7 +71,6 @@ def test_bad_inputs_give_one_error_line(tmp_path):
     out = str(tmp_path / "out")
     assert_user_error(run_cli("export", "--model", "yolov9", "--random-init", "--out", out),
                       "unknown model 'yolov9'", "yolov3-tiny")
-    assert_user_error(run_cli("export", "--model", "unet", "--out", out), "--weights", "--random-init")
     assert_user_error(run_cli("export", "--model", "grid", "--random-init", "--weights", "x.pt", "--out", out),
                       "contradict")
     assert_user_error(run_cli("export", "--model", "grid", "--weights", str(tmp_path / "missing.pt"), "--out", out),
@@ -197,3 +196,16 @@ def test_int8_export_loads_runs_and_is_smaller(tmp_path):
         assert_user_error(run_cli("export", "--model", "grid", "--random-init", "--out", str(tmp_path / "x"), *args),
                           fragment)
     assert not (tmp_path / "x" / "grid.onnx").exists()
+
+
+def test_no_weights_uses_the_shipped_checkpoint_else_says_what_to_pass(tmp_path, monkeypatch):
+    import edgedet.export.api as api
+    from edgedet.runtime.files import file_digest
+
+    notes = []
+    files = export_model("grid", tmp_path / "a", ExportOptions(formats=("onnx",), check=False), say=notes.append)
+    assert any("samples" in n for n in notes)
+    assert read_metadata(files[0].path)["source"]["sha256"] == file_digest(api.SAMPLE_CHECKPOINTS / "grid.pt")
+    monkeypatch.setattr(api, "SAMPLE_CHECKPOINTS", tmp_path / "none")
+    with pytest.raises(EdgedetError, match="--weights.*--random-init"):
+        export_model("unet", tmp_path / "b", ExportOptions(formats=("onnx",)), say=lambda m: None)

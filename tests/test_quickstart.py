@@ -1,0 +1,78 @@
+"""The main job: ``edgedet quickstart`` runs end to end and leaves every file its report links to.
+
+CI runs the README's main command first and passes its output folder in
+``EDGEDET_QUICKSTART_OUT``, so the suite checks that run instead of repeating it; without the
+variable the test runs ``edgedet quickstart`` itself.
+"""
+
+import json
+import os
+import re
+from pathlib import Path
+
+import cv2
+import pytest
+
+from tests.conftest import REPO, assert_user_error, run_cli
+
+pytestmark = pytest.mark.timeout(900)  # the first test waits for the whole main job
+
+FAMILIES = ("localizer", "grid", "yolov3-tiny", "unet")
+
+
+@pytest.fixture(scope="module")
+def quickstart_out(tmp_path_factory) -> Path:
+    given = os.environ.get("EDGEDET_QUICKSTART_OUT")
+    if given:
+        return Path(given)
+    out = tmp_path_factory.mktemp("quickstart") / "qs"
+    result = run_cli("quickstart", "--out", str(out), timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "report:" in result.stdout
+    return out
+
+
+def test_report_links_only_files_that_exist(quickstart_out):
+    report = (quickstart_out / "report.md").read_text()
+    links = re.findall(r"\]\(([^)]+)\)", report)
+    assert len(links) >= 14
+    for link in links:
+        assert (quickstart_out / link).is_file(), link
+    for family in FAMILIES:
+        assert f"## {family}" in report
+        assert (quickstart_out / "graphs" / f"{family}.onnx").is_file()
+        assert (quickstart_out / "graphs" / f"{family}.torchscript").is_file()
+        assert (quickstart_out / "plots" / f"{family}.png").is_file()
+
+
+def test_every_graph_passed_parity_on_the_cpu_backends(quickstart_out):
+    report = (quickstart_out / "report.md").read_text()
+    assert "FAIL" not in report
+    assert report.count("| parity, onnxruntime-cpu | PASS |") == len(FAMILIES)
+    assert report.count("| parity, torchscript-cpu | PASS |") == len(FAMILIES)
+
+
+def test_the_runtime_processed_every_frame_of_the_video(quickstart_out):
+    source = cv2.VideoCapture(str(quickstart_out / "clutter.mp4"))
+    frames = int(source.get(cv2.CAP_PROP_FRAME_COUNT))
+    source.release()
+    assert frames > 0
+    for family in ("yolov3-tiny", "unet"):
+        video = cv2.VideoCapture(str(quickstart_out / f"clutter-{family}.mp4"))
+        assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == frames
+        video.release()
+        lines = (quickstart_out / f"clutter-{family}.jsonl").read_text().splitlines()
+        assert len(lines) == frames
+    detections = [json.loads(line)["detections"] for line in
+                  (quickstart_out / "clutter-yolov3-tiny.jsonl").read_text().splitlines()]
+    assert sum(map(len, detections)) > frames  # the shipped detector finds the digits
+
+
+def test_shipped_checkpoints_fit_the_size_budget():
+    shipped = sorted((REPO / "samples" / "checkpoints").glob("*.pt"))
+    assert [p.stem for p in shipped] == sorted(FAMILIES)
+    assert sum(p.stat().st_size for p in shipped) <= 20e6
+
+
+def test_bad_device_is_one_error_line(tmp_path):
+    assert_user_error(run_cli("quickstart", "--out", str(tmp_path), "--device", "tpu"), "--device")
