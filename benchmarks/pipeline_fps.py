@@ -23,7 +23,7 @@ the pipeline can reach at most ``inference CPU / (inference CPU + other stages' 
 rate. The serial loop row shows what is left for threads to win on such a machine.
 
 On a shared Linux machine, other sessions' jobs take their share of the cores whatever this
-process's nice value (the scheduler balances sessions, "autogroups"). Raise this session's share
+process's nice value (the scheduler balances login sessions, "autogroups"). Raise this shell's share
 for the measurement with ``echo -15 > /proc/$$/autogroup`` (as root) before running the script.
 
 Usage: python benchmarks/pipeline_fps.py [--frames 200] [--reps 3] [--imgsz 320]
