@@ -28,7 +28,7 @@ from pathlib import Path
 import onnxruntime as ort
 import torch
 
-from edgedet.bench import _eager_rows, _graph_rows, cpu_name, gemm_gflops
+from edgedet.bench import eager_rows, graph_rows, cpu_name, gemm_gflops
 from edgedet.export.api import ExportOptions, export_model
 from edgedet.export.deploy import NMSSettings, build_deploy_module
 from edgedet.models import create_model, get_entry, model_gflops
@@ -51,10 +51,10 @@ def bench_one(name: str, rounds: int, warmup: int, iters: int) -> dict:
         per_round = []
         for r in range(rounds):
             gemm = gemm_gflops()
-            rows = _eager_rows(module, name, (1,), size, False, gflops, gemm, warmup, iters, print)
-            rows += _graph_rows(by_format["torchscript"], ("torchscript",), "cpu", (1,), size, gflops, gemm,
+            rows = eager_rows(module, name, (1,), size, False, gflops, gemm, warmup, iters, print)
+            rows += graph_rows(by_format["torchscript"], ("torchscript",), "cpu", (1,), size, gflops, gemm,
                                 warmup, iters, print)
-            rows += _graph_rows(by_format["onnx"], ("onnxruntime",), "cpu", (1,), size, gflops, gemm,
+            rows += graph_rows(by_format["onnx"], ("onnxruntime",), "cpu", (1,), size, gflops, gemm,
                                 warmup, iters, print)
             per_round.append({row.backend: row for row in rows} | {"gemm": gemm})
             print(f"{name} round {r + 1}: sgemm {gemm:.1f} GFLOP/s, "

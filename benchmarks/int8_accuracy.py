@@ -48,14 +48,14 @@ def evaluate(path: Path, frames: list[np.ndarray], truth: list[tuple[np.ndarray,
 
 def full_size_speed(calib: int, rounds: int = 3) -> list[tuple[str, float, float]]:
     """(format, MB, p50 ms) of full-width yolov3-tiny 416 as fp32 and int8 ONNX graphs."""
-    from edgedet.bench import _frames, time_call
+    from edgedet.bench import bench_frames, time_call
 
     with tempfile.TemporaryDirectory() as tmp:
         options = ExportOptions(formats=("onnx",), imgsz=(416, 416), int8=True, calib_samples=calib,
                                 calib_data="clutter:glyphs=builtin,size=416", check=False)
         files = export_model("yolov3-tiny", tmp, options, random_init=True, say=lambda m: None)
         backends = [(f, create_backend(f.path, "onnxruntime", providers=["cpu"])) for f in files]
-        x = _frames(1, (416, 416))
+        x = bench_frames(1, (416, 416))
         times: dict[str, list[float]] = {f.format: [] for f in files}
         for _ in range(rounds):
             for f, backend in backends:

@@ -108,7 +108,8 @@ def _record(model: str, backend: str, providers: str, batch: int, imgsz: tuple[i
                        round(achieved / gemm, 4) if gemm > 0 else 0.0, len(times), note)
 
 
-def _frames(batch: int, imgsz: tuple[int, int], seed: int = 0) -> np.ndarray:
+def bench_frames(batch: int, imgsz: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """``batch`` copies of one real clutter frame letterboxed to ``imgsz``: uint8 BGR ``[B, H, W, 3]``, the graphs' input."""
     from edgedet.data import build_dataset
     from edgedet.runtime.letterbox import letterbox
 
@@ -117,9 +118,10 @@ def _frames(batch: int, imgsz: tuple[int, int], seed: int = 0) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(frame[None], batch, axis=0))
 
 
-def _graph_rows(path: Path, backends: Sequence[str], providers: str, batches: Sequence[int],
-                imgsz: tuple[int, int], gflops: float, gemm: float, warmup: int, iters: int,
-                say: Callable[[str], None]) -> list[BenchRecord]:
+def graph_rows(path: Path, backends: Sequence[str], providers: str, batches: Sequence[int],
+               imgsz: tuple[int, int], gflops: float, gemm: float, warmup: int, iters: int,
+               say: Callable[[str], None]) -> list[BenchRecord]:
+    """Time the exported graph at ``path`` on each of ``backends`` that can run it, one record per batch size."""
     from edgedet.runtime.backends import create_backend
     from edgedet.runtime.metadata import read_metadata
 
@@ -137,7 +139,7 @@ def _graph_rows(path: Path, backends: Sequence[str], providers: str, batches: Se
             say(f"  {name}: skipped ({e})")
             continue
         for batch in batches:
-            x = _frames(batch, imgsz)
+            x = bench_frames(batch, imgsz)
             try:
                 times = time_call(lambda: backend.run(x), warmup, iters)
             except Exception as e:  # e.g. OpenCV loading a graph it cannot run
@@ -149,11 +151,12 @@ def _graph_rows(path: Path, backends: Sequence[str], providers: str, batches: Se
     return rows
 
 
-def _eager_rows(module: torch.nn.Module, model: str, batches: Sequence[int], imgsz: tuple[int, int], half: bool,
-                gflops: float, gemm: float, warmup: int, iters: int, say: Callable[[str], None]) -> list[BenchRecord]:
+def eager_rows(module: torch.nn.Module, model: str, batches: Sequence[int], imgsz: tuple[int, int], half: bool,
+               gflops: float, gemm: float, warmup: int, iters: int, say: Callable[[str], None]) -> list[BenchRecord]:
+    """Time the PyTorch deploy wrapper ``module`` (preprocessing, model, decoding, NMS), one record per batch size."""
     rows = []
     for batch in batches:
-        x = torch.from_numpy(_frames(batch, imgsz))
+        x = torch.from_numpy(bench_frames(batch, imgsz))
         with torch.inference_mode():
             times = time_call(lambda: module(x), warmup, iters)
         rows.append(_record(model, "eager", "torch-cpu", batch, imgsz, "fp16" if half else "fp32", times, gflops, gemm))
@@ -188,9 +191,9 @@ def bench_model(name: str, backends: Sequence[str] = BACKENDS, providers: str = 
         if "eager" in backends:
             nms = NMSSettings() if get_entry(name).task == "detection" else None
             module, _ = build_deploy_module(model, half=half, nms=nms)
-            rows += _eager_rows(module, name, batches, size, half, gflops, gemm, warmup, iters, say)
+            rows += eager_rows(module, name, batches, size, half, gflops, gemm, warmup, iters, say)
         for f in files:
-            rows += _graph_rows(f.path, backends, providers, batches, size, gflops, gemm, warmup, iters, say)
+            rows += graph_rows(f.path, backends, providers, batches, size, gflops, gemm, warmup, iters, say)
     return rows
 
 
@@ -221,9 +224,9 @@ def bench_files(paths: Sequence[str | Path], backends: Sequence[str] = BACKENDS,
         say(f"{path}: {meta['model']} at {size[0]}x{size[1]}, {gflops:.2f} GFLOPs per image")
         if "eager" in backends:
             model, _ = load_reference_model(meta, None, path)
-            rows += _eager_rows(reference_module(model, meta), meta["model"], batches, size,
+            rows += eager_rows(reference_module(model, meta), meta["model"], batches, size,
                                 meta.get("precision") == "fp16", gflops, gemm, warmup, iters, say)
-        rows += _graph_rows(path, backends, providers, batches, size, gflops, gemm, warmup, iters, say)
+        rows += graph_rows(path, backends, providers, batches, size, gflops, gemm, warmup, iters, say)
     return rows
 
 
@@ -243,4 +246,4 @@ def records_json(rows: Sequence[BenchRecord]) -> list[dict]:
     return [asdict(r) for r in rows]
 
 
-__all__ += ["records_json"]
+__all__ += ["records_json", "eager_rows", "graph_rows", "bench_frames"]

@@ -76,3 +76,18 @@ def test_shipped_checkpoints_fit_the_size_budget():
 
 def test_bad_device_is_one_error_line(tmp_path):
     assert_user_error(run_cli("quickstart", "--out", str(tmp_path), "--device", "tpu"), "--device")
+
+
+def test_out_that_is_a_file_is_refused(tmp_path):
+    target = tmp_path / "report"
+    target.write_text("not a folder")
+    result = run_cli("quickstart", "--out", str(target))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "is a file" in result.stderr
+
+
+def test_missing_shipped_checkpoint_is_one_clear_error(tmp_path):
+    from edgedet.quickstart import QuickstartError, quickstart
+
+    with pytest.raises(QuickstartError, match="localizer.pt is missing"):
+        quickstart(tmp_path / "out", samples=tmp_path / "no-samples", say=lambda m: None)
