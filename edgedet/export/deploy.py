@@ -124,14 +124,16 @@ class DetectionPostprocess(nn.Module):
         self.max_det = settings.max_det
         self.max_candidates = settings.max_candidates
         self.agnostic = settings.agnostic
-        # Where W and H sit in the input's shape, repeated for (x1, y1, x2, y2).
-        size_index = [2, 1, 2, 1] if uint8_input else [3, 2, 3, 2]
-        self.register_buffer("size_index", torch.tensor(size_index), persistent=False)
+        # Where W and H sit in the input's shape: (B, H, W, 3) uint8 or (B, 3, H, W) float.
+        self.w_dim, self.h_dim = (2, 1) if uint8_input else (3, 2)
 
     def forward(self, pred: Tensor, images: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         boxes = cxcywh_to_xyxy(pred[..., :4])  # (B, N, 4)
         # Clip to the input; the size comes from the runtime shape so dynamic H/W export works.
-        limits = torch._shape_as_tensor(images).index_select(0, self.size_index).to(boxes.dtype)
+        # The shape tensor lives on the CPU whatever the device; the limits follow the boxes.
+        shape = torch._shape_as_tensor(images)
+        w, h = shape[self.w_dim], shape[self.h_dim]
+        limits = torch.stack((w, h, w, h)).to(boxes.dtype).to(boxes.device)
         boxes = torch.minimum(boxes.clamp(min=0.0), limits)
         scores = (pred[..., 4:5] * pred[..., 5:]).transpose(1, 2)  # (B, C, N)
         box_labels: Optional[Tensor] = None
@@ -223,4 +225,5 @@ def build_deploy_module(model: nn.Module, *, input_format: str = "uint8", half: 
     else:
         module = DeploySegmenter(model, preprocess, probs)
         names = OUTPUT_NAMES["segmentation-probs" if probs else "segmentation"]
-    return module.eval(), names
+    device = next(model.parameters()).device  # the wrapper's own buffers join the model's device
+    return module.to(device).eval(), names

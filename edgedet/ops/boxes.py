@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["cxcywh_to_xyxy", "xyxy_to_cxcywh", "box_area", "box_iou"]
+__all__ = ["cxcywh_to_xyxy", "xyxy_to_cxcywh", "scale_xywh", "cell_offsets", "box_area", "box_iou"]
 
 
 def cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
@@ -23,6 +23,41 @@ def cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
     """
     cx, cy, w, h = boxes.unbind(-1)
     return torch.stack((cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h), dim=-1)
+
+
+def scale_xywh(boxes: Tensor, width: float, height: float) -> Tensor:
+    """Multiply ``(x, y, w, h)``-ordered columns by ``(width, height, width, height)``.
+
+    Python scalars rather than a tensor of scales: ``torch.jit.trace`` would record such a tensor
+    as a constant on the tracing device, and a TorchScript file traced on the CPU would then fail
+    on a GPU.
+
+    Args:
+        boxes (Tensor[..., 4]): fractions of the image.
+
+    Returns:
+        Tensor[..., 4]: pixels, same dtype.
+    """
+    x, y, w, h = boxes.unbind(-1)
+    return torch.stack((x * width, y * height, w * width, h * height), dim=-1)
+
+
+def cell_offsets(like: Tensor, dim: int) -> Tensor:
+    """``0, 1, .., n - 1`` along ``dim`` (``n = like.shape[dim]``) on ``like``'s device and dtype,
+    shaped to broadcast against ``like`` (size 1 on every other dimension).
+
+    ``torch.jit.trace`` records the device of ``torch.arange`` as a constant, so a TorchScript file
+    traced on the CPU would build its grid offsets on the CPU when run on a GPU. Inside a
+    TorchScript trace the offsets are therefore a running sum of ones taken from ``like`` itself,
+    which follows it to any device; eager mode and ONNX export (no devices there; ``Range``) use
+    ``arange``.
+    """
+    if torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export():
+        index = tuple(slice(None) if d == dim else slice(0, 1) for d in range(like.dim()))
+        return torch.ones_like(like[index]).cumsum(dim) - 1
+    shape = [1] * like.dim()
+    shape[dim] = like.shape[dim]
+    return torch.arange(like.shape[dim], device=like.device, dtype=like.dtype).view(shape)
 
 
 def xyxy_to_cxcywh(boxes: Tensor) -> Tensor:

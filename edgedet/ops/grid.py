@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from edgedet.ops.boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
+from edgedet.ops.boxes import cell_offsets, cxcywh_to_xyxy, xyxy_to_cxcywh
 
 __all__ = ["encode_grid", "decode_grid_targets", "decode_grid"]
 
@@ -79,12 +79,13 @@ def decode_grid(head: Tensor, input_size: tuple[int, int]) -> Tensor:
     b, _, gh, gw = head.shape
     h, w = input_size
     p = head.permute(0, 2, 3, 1)  # (B, gh, gw, 5 + C)
-    ys = torch.arange(gh, device=head.device, dtype=head.dtype).view(1, gh, 1)
-    xs = torch.arange(gw, device=head.device, dtype=head.dtype).view(1, 1, gw)
+    ys = cell_offsets(p[..., 0], 1)  # (1, gh, 1)
+    xs = cell_offsets(p[..., 0], 2)  # (1, 1, gw)
     txy = torch.sigmoid(p[..., 1:3])
     cx = (xs + txy[..., 0]) * (w / gw)
     cy = (ys + txy[..., 1]) * (h / gh)
-    wh = torch.sigmoid(p[..., 3:5]) * head.new_tensor([w, h])
+    size = torch.sigmoid(p[..., 3:5])
+    wh = torch.stack((size[..., 0] * w, size[..., 1] * h), dim=-1)
     obj = torch.sigmoid(p[..., 0:1])
     cls = torch.softmax(p[..., 5:], dim=-1)
     out = torch.cat((cx[..., None], cy[..., None], wh, obj, cls), dim=-1)  # (B, gh, gw, 5 + C)

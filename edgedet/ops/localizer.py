@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from edgedet.ops.boxes import cxcywh_to_xyxy
+from edgedet.ops.boxes import cxcywh_to_xyxy, scale_xywh
 
 __all__ = ["decode_localizer"]
 
@@ -29,8 +29,7 @@ def decode_localizer(head: Tensor, input_size: tuple[int, int]) -> tuple[Tensor,
     """
     h, w = input_size
     score = torch.sigmoid(head[:, 0])
-    scale = head.new_tensor([w, h, w, h])
-    box = cxcywh_to_xyxy(torch.sigmoid(head[:, 1:5]) * scale)
+    box = cxcywh_to_xyxy(scale_xywh(torch.sigmoid(head[:, 1:5]), w, h))
     class_scores = torch.softmax(head[:, 5:], dim=1)
     label = class_scores.argmax(dim=1)
     return score, box, label, class_scores

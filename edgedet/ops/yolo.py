@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from edgedet.ops.boxes import cell_offsets
+
 __all__ = ["decode_yolo"]
 
 
@@ -41,8 +43,8 @@ def decode_yolo(outputs: Sequence[Tensor], anchors: Tensor, strides: Sequence[in
     for head, scale_anchors, stride in zip(outputs, anchors, strides):
         b, _, h, w = head.shape
         p = head.view(b, num_anchors, -1, h, w).permute(0, 1, 3, 4, 2)  # (B, A, H, W, 5 + C)
-        xs = torch.arange(w, device=head.device, dtype=head.dtype).view(1, 1, 1, w)
-        ys = torch.arange(h, device=head.device, dtype=head.dtype).view(1, 1, h, 1)
+        xs = cell_offsets(p[..., 0], 3)  # (1, 1, 1, W)
+        ys = cell_offsets(p[..., 0], 2)  # (1, 1, H, 1)
         anchor_wh = scale_anchors.to(head.dtype).view(1, num_anchors, 1, 1, 2)
         cx = (torch.sigmoid(p[..., 0]) + xs) * stride  # (B, A, H, W)
         cy = (torch.sigmoid(p[..., 1]) + ys) * stride

@@ -62,6 +62,7 @@ class BackendReport:
     providers: list[str] = field(default_factory=list)
     reason: str = ""
     inputs: list[InputReport] = field(default_factory=list)
+    reference_device: str = "cpu"  # where the eager reference ran for this backend
 
 
 @dataclass
@@ -91,10 +92,23 @@ def _as_graph_input(images: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
     return np.ascontiguousarray(images[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255)
 
 
-def _reference_outputs(module: torch.nn.Module, x: np.ndarray) -> list[np.ndarray]:
+def _reference_outputs(module: torch.nn.Module, x: np.ndarray, device: str = "cpu") -> list[np.ndarray]:
     with torch.no_grad():
-        out = module(torch.from_numpy(x))
-    return [t.float().numpy() if t.is_floating_point() else t.numpy() for t in out]
+        out = module.to(device)(torch.from_numpy(x).to(device))
+    return [t.float().cpu().numpy() if t.is_floating_point() else t.cpu().numpy() for t in out]
+
+
+def _reference_device(providers: list[str]) -> str:
+    """Where the reference runs for a backend: on the GPU for a GPU backend when torch sees one.
+
+    The check is of the export, not of the device's arithmetic: a half-precision graph on a GPU
+    is compared with the eager model in half precision on that GPU, so that the many small
+    rounding differences between CPU and GPU kernels, compounded over a deep network, are not
+    mistaken for a broken graph. Without CUDA in torch the reference stays on the CPU.
+    """
+    if providers[0] in ("cuda", "tensorrt") and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
 
 
 def _open(path: Path, backend: str, providers: list[str], meta: dict[str, Any], max_batch: int):
@@ -119,7 +133,7 @@ def check_file(path: str | Path, options: ParityOptions = ParityOptions(),
     cases: list[ParityInput] = parity_inputs(meta, samples=options.samples, batch=options.batch)
     say(f"parity {path} ({meta['model']}, {meta.get('precision', 'fp32')}): reference {how}; "
         f"{len(cases)} inputs")
-    refs = [_reference_outputs(reference, _as_graph_input(c.images, meta)) for c in cases]
+    refs_on: dict[str, list[list[np.ndarray]]] = {}  # reference outputs per device, made on first use
     report = FileReport(str(path), meta["model"], meta.get("precision", "fp32"), how, asdict(tol))
     wanted = {p.lower() for p in options.providers} if options.providers else None
     for label, backend, providers in BACKENDS[fmt]:
@@ -141,7 +155,11 @@ def check_file(path: str | Path, options: ParityOptions = ParityOptions(),
             report.backends.append(BackendReport(label, "skipped", providers=assigned, reason=reason))
             say(f"  {label}: skipped ({reason})")
             continue
-        entry = BackendReport(label, "pass", providers=assigned)
+        device = _reference_device(providers)
+        if device not in refs_on:
+            refs_on[device] = [_reference_outputs(reference, _as_graph_input(c.images, meta), device) for c in cases]
+        refs = refs_on[device]
+        entry = BackendReport(label, "pass", providers=assigned, reference_device=device)
         start = time.perf_counter()
         for case, ref in zip(cases, refs):
             try:
@@ -171,7 +189,8 @@ def format_report(report: FileReport, verbose: bool = False) -> str:
         if b.status == "skipped":
             lines.append(f"  {b.backend:<22} SKIPPED  {b.reason}")
             continue
-        lines.append(f"  {b.backend:<22} {b.status.upper():<8} providers {', '.join(b.providers) or '-'}")
+        lines.append(f"  {b.backend:<22} {b.status.upper():<8} providers {', '.join(b.providers) or '-'}"
+                     f"; reference on {b.reference_device}")
         for i in b.inputs:
             verdict = "PASS" if i.passed else "FAIL"
             lines.append(f"    {i.input:<24} batch {i.batch:<3} {verdict}" + (f"  error: {i.error}" if i.error else ""))

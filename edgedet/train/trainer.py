@@ -29,6 +29,7 @@ import io
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -604,7 +605,12 @@ def _run(options: TrainOptions, ckpt: dict[str, Any] | None, info: _Dist, device
                     nn.utils.clip_grad_norm_(model.parameters(), options.grad_clip)
                 scaler.step(optimizer)
                 scaler.update()
-                scheduler.step()
+                with warnings.catch_warnings():
+                    # With AMP the scaler skips the optimizer step of a batch whose gradients
+                    # overflowed (the first few, while it finds its scale); torch then warns that
+                    # the schedule stepped first. The schedule counts batches, so that is intended.
+                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+                    scheduler.step()
                 state["batch"] += 1
                 state["global_step"] += 1
                 count += 1

@@ -33,13 +33,11 @@ def test_torchscript_exported_on_cpu_runs_on_cuda(tmp_path, name, half):
     nms = TEST_NMS if get_entry(name).task == "detection" else None
     x = frames(model, 3, seed=7)
     path = tmp_path / f"{name}.torchscript"
-    cpu_module, names = build_deploy_module(model, nms=nms)
+    cpu_module, names = build_deploy_module(model, nms=nms, half=half)  # exported (traced) on the CPU
     export_torchscript(cpu_module, torch.from_numpy(x[:2]), path, {"model": name, "task": "t"})
     gpu_model = lively_model(name).cuda()
     reference, _ = build_deploy_module(gpu_model, nms=nms, half=half)
     loaded = torch.jit.load(str(path), map_location="cuda")
-    if half:
-        loaded = loaded.half()  # weights only; inputs stay uint8, outputs keep their dtypes
     xg = torch.from_numpy(x).cuda()
     with torch.no_grad():
         ref = outputs(reference(xg))

@@ -180,6 +180,18 @@ print([tuple(o.shape) for o in out])
     assert "(2, 20, 4)" in proc.stdout
 
 
+@pytest.mark.parametrize("name, fmt, nms", [v for v in variants() if v.values[1] == "torchscript"])
+def test_torchscript_has_no_tracing_device_baked_in(tmp_path, name, fmt, nms):
+    """A file exported on a CPU must run on a GPU: no device constant may be left in its code (the
+    tracer records the device of ``torch.arange`` or ``new_tensor``, and did so before the decoders
+    avoided them)."""
+    import re
+
+    _, _, path = export(tmp_path, lively_model(name), fmt, nms=nms)
+    graph = str(torch.jit.load(str(path)).inlined_graph)
+    assert re.findall(r'Device = prim::Constant\[value="(\w+)"\]', graph) == []
+
+
 def test_half_precision_graph_loads_and_runs(tmp_path):
     model = lively_model("yolov3-tiny")
     reference, names = build_deploy_module(model, half=True, nms=TEST_NMS)
