@@ -35,15 +35,17 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """
     order = torch.sort(scores, descending=True, stable=True)[1]
     boxes = boxes[order]
-    iou = box_iou(boxes, boxes)
+    # The greedy pass reads one row per box: done on the CPU, so that on a GPU it costs one copy
+    # of the overlap matrix instead of a device synchronisation per candidate.
+    overlaps = (box_iou(boxes, boxes) > iou_threshold).cpu()
     n = boxes.shape[0]
-    suppressed = torch.zeros(n, dtype=torch.bool, device=boxes.device)
-    keep = torch.zeros(n, dtype=torch.bool, device=boxes.device)
+    suppressed = torch.zeros(n, dtype=torch.bool)
+    keep = torch.zeros(n, dtype=torch.bool)
     for i in range(n):
         if not bool(suppressed[i]):
             keep[i] = True
-            suppressed = suppressed | (iou[i] > iou_threshold)
-    return order[keep]
+            suppressed = suppressed | overlaps[i]
+    return order[keep.to(order.device)]
 
 
 def nms_indices(boxes: Tensor, scores: Tensor, max_per_class: int, iou_threshold: float,
