@@ -1,9 +1,10 @@
 """INT8 vs fp32 on the CPU: size, speed and COCO mAP of the shipped yolov3-tiny clutter detector.
 
-Exports ``samples/checkpoints/yolov3-tiny.pt`` to ONNX (NMS in the graph, conf 0.001 as for mAP)
-and quantises it with ``edgedet export --int8`` (ONNX Runtime static QDQ, calibrated on training
-frames); then runs both graphs with the runtime's ONNX Runtime CPU backend on the validation split
-of ``clutter`` and scores them with the same COCO evaluator ``edgedet val`` uses.
+Exports the shipped ``edgedet/samples/checkpoints/yolov3-tiny.pt`` to ONNX (NMS in the graph, conf
+0.001 as for mAP) and quantises it with ``edgedet export --int8`` (ONNX Runtime static QDQ,
+calibrated on training frames); then runs both graphs with the runtime's ONNX Runtime CPU backend
+on the validation split of ``clutter`` and scores them with the same COCO evaluator ``edgedet val``
+uses.
 
 Usage: python benchmarks/int8_accuracy.py [--weights CKPT] [--images 500] [--calib 128]
 Writes benchmarks/results/int8_accuracy.md.
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from edgedet import samples
 from edgedet.bench import cpu_name
 from edgedet.data import build_dataset
 from edgedet.export.api import ExportOptions, export_model
@@ -68,7 +70,7 @@ def full_size_speed(calib: int, rounds: int = 3) -> list[tuple[str, float, float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", type=Path, default=REPO / "samples" / "checkpoints" / "yolov3-tiny.pt")
+    parser.add_argument("--weights", type=Path, default=samples.checkpoint("yolov3-tiny"))
     parser.add_argument("--data", default="clutter:glyphs=builtin")
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--calib", type=int, default=128)

@@ -145,8 +145,8 @@ def graph_rows(path: Path, backends: Sequence[str], providers: str, batches: Seq
             except Exception as e:  # e.g. OpenCV loading a graph it cannot run
                 say(f"  {name} batch {batch}: skipped ({str(e).splitlines()[0][:160]})")
                 continue
-            rows.append(_record(meta["model"], name, ",".join(backend.providers), batch, imgsz,
-                                meta.get("precision", "fp32"), times, gflops, gemm))
+            rows.append(_record(meta.model, name, ",".join(backend.providers), batch, imgsz, meta.precision,
+                                times, gflops, gemm))
             say(f"  {name} batch {batch}: p50 {rows[-1].p50_ms:.2f} ms, {rows[-1].fps:.1f} img/s")
     return rows
 
@@ -217,15 +217,15 @@ def bench_files(paths: Sequence[str | Path], backends: Sequence[str] = BACKENDS,
     say(f"matrix multiply (torch sgemm 1024^3): {gemm:.1f} GFLOP/s")
     rows = []
     for path, meta in metas.items():
-        size = (meta["input"]["height"], meta["input"]["width"])
+        size = meta.input.size
         with torch.device("meta"):
-            meta_model = create_model(meta["model"], **dict(meta["config"], input_size=size))
+            meta_model = create_model(meta.model, **dict(meta.config, input_size=size))
         gflops = model_gflops(meta_model)
-        say(f"{path}: {meta['model']} at {size[0]}x{size[1]}, {gflops:.2f} GFLOPs per image")
+        say(f"{path}: {meta.model} at {size[0]}x{size[1]}, {gflops:.2f} GFLOPs per image")
         if "eager" in backends:
             model, _ = load_reference_model(meta, None, path)
-            rows += eager_rows(reference_module(model, meta), meta["model"], batches, size,
-                                meta.get("precision") == "fp16", gflops, gemm, warmup, iters, say)
+            rows += eager_rows(reference_module(model, meta), meta.model, batches, size,
+                                meta.precision == "fp16", gflops, gemm, warmup, iters, say)
         rows += graph_rows(path, backends, providers, batches, size, gflops, gemm, warmup, iters, say)
     return rows
 

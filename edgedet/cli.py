@@ -6,13 +6,24 @@ device that installed only numpy, OpenCV and ONNX Runtime.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from edgedet import __version__
 from edgedet.errors import EdgedetError, MissingDependencyError
+from edgedet.export.options import ExportOptions, NMSSettings
+from edgedet.parity.options import ParityOptions
+from edgedet.runtime.pipeline import RunOptions
+from edgedet.train.options import BOX_LOSSES, TrainOptions
+
+
+def _default(options: type, name: str) -> Any:
+    """The default of field ``name`` of an options dataclass: the CLI keeps no second copy."""
+    return next(f.default for f in dataclasses.fields(options) if f.name == name)
 
 
 def _require_torch() -> None:
@@ -79,17 +90,21 @@ def _parse_imgsz(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--model", "model_name", required=True, help="Registered model name (see `edgedet models`).")
 @click.option("--weights", help="edgedet checkpoint, darknet FILE.weights, or darknet:yolov3 / darknet:yolov3-tiny.")
 @click.option("--random-init", is_flag=True, help="Seeded random weights; also writes OUT/NAME.pt as the reference.")
-@click.option("--format", "formats", default="onnx,torchscript", show_default=True,
+@click.option("--format", "formats", default=",".join(_default(ExportOptions, "formats")), show_default=True,
               help="Comma-separated: onnx, torchscript.")
 @click.option("--imgsz", callback=_parse_imgsz, help="Input size N or H,W (default: the model's).")
 @click.option("--dynamic", is_flag=True, help="Free height and width too (batch is always dynamic).")
 @click.option("--half", is_flag=True, help="fp16 weights and activations; decoding and NMS stay fp32.")
 @click.option("--nms/--no-nms", default=True, show_default=True, help="Detectors: NMS in the graph, or raw predictions.")
-@click.option("--conf", type=click.FloatRange(0, 1), default=0.25, show_default=True, help="Score threshold.")
-@click.option("--iou", type=click.FloatRange(0, 1), default=0.45, show_default=True, help="NMS IoU threshold.")
-@click.option("--max-det", type=click.IntRange(1, 10000), default=100, show_default=True, help="Detections per image.")
+@click.option("--conf", type=click.FloatRange(0, 1), default=_default(NMSSettings, "conf"), show_default=True,
+              help="Score threshold.")
+@click.option("--iou", type=click.FloatRange(0, 1), default=_default(NMSSettings, "iou"), show_default=True,
+              help="NMS IoU threshold.")
+@click.option("--max-det", type=click.IntRange(1, 10000), default=_default(NMSSettings, "max_det"), show_default=True,
+              help="Detections per image.")
 @click.option("--agnostic", is_flag=True, help="Class-agnostic NMS.")
-@click.option("--input", "input_format", type=click.Choice(["uint8", "float"]), default="uint8", show_default=True,
+@click.option("--input", "input_format", type=click.Choice(["uint8", "float"]),
+              default=_default(ExportOptions, "input_format"), show_default=True,
               help="uint8 [B,H,W,3] BGR frames, or float32 [B,3,H,W] RGB 0..1.")
 @click.option("--probs", is_flag=True, help="Segmenters: also output class probabilities.")
 @click.option("--opset", type=int, help="ONNX opset (default 17).")
@@ -98,7 +113,8 @@ def _parse_imgsz(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--name", help="File name stem (default: the model name).")
 @click.option("--int8", is_flag=True, help="Also write NAME.int8.onnx, statically quantised (ONNX Runtime).")
 @click.option("--calib-data", help="Dataset spec of the int8 calibration frames (default: the model's dataset).")
-@click.option("--calib-samples", type=click.IntRange(1, 100000), default=64, show_default=True,
+@click.option("--calib-samples", type=click.IntRange(1, 100000), default=_default(ExportOptions, "calib_samples"),
+              show_default=True,
               help="Calibration frames for --int8.")
 @click.option("--triton", "triton", type=click.Path(file_okay=False), help="Also write a Triton model repository here.")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxslim graph simplification.")
@@ -109,8 +125,7 @@ def export(model_name: str, weights: str | None, random_init: bool, formats: str
            calib_samples: int, triton: str | None, no_simplify: bool, no_check: bool) -> None:
     """Export a model to ONNX and TorchScript with preprocessing, decoding and NMS in the graph."""
     _require_torch()
-    from edgedet.export.api import ExportOptions, export_model
-    from edgedet.export.deploy import NMSSettings
+    from edgedet.export.api import export_model
 
     options = ExportOptions(
         formats=tuple(f.strip() for f in formats.split(",") if f.strip()), imgsz=imgsz, dynamic=dynamic,
@@ -157,11 +172,14 @@ def _parse_atol_out(ctx: click.Context, param: click.Parameter, values: tuple[st
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--weights", help="Reference weights (default: the source recorded in each file's metadata).")
-@click.option("--samples", type=click.IntRange(1, 256), default=4, show_default=True, help="Real samples to try.")
-@click.option("--batch", type=click.IntRange(1, 64), default=4, show_default=True, help="Batch size of the real samples.")
+@click.option("--samples", type=click.IntRange(1, 256), default=_default(ParityOptions, "samples"), show_default=True,
+              help="Real samples to try.")
+@click.option("--batch", type=click.IntRange(1, 64), default=_default(ParityOptions, "batch"), show_default=True,
+              help="Batch size of the real samples.")
 @click.option("--providers", help="Only these ONNX Runtime providers: comma-separated cpu, cuda, tensorrt.")
-@click.option("--atol", type=float, help="Absolute tolerance of dense outputs (fp32 default 1e-5, fp16 1e-2).")
-@click.option("--rtol", type=float, help="Relative tolerance of dense outputs (fp32 default 1e-3, fp16 1e-2).")
+@click.option("--atol", type=float, help="Absolute tolerance of dense outputs (default: the graph precision's: "
+              "fp32 1e-5, fp16 1e-2, int8 its own); detection limits stay the precision's.")
+@click.option("--rtol", type=float, help="Relative tolerance of dense outputs (default: the graph precision's).")
 @click.option("--atol-out", multiple=True, callback=_parse_atol_out, help="Per-output atol, NAME=X (repeatable).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the full report here.")
 @click.option("-v", "--verbose", is_flag=True, help="Show every output's figures, not only failures.")
@@ -170,25 +188,18 @@ def parity(files: tuple[Path, ...], weights: str | None, samples: int, batch: in
            verbose: bool) -> None:
     """Check that exported graphs compute what PyTorch computes, on every backend that runs them."""
     _require_torch()
-    import dataclasses
     import json
 
-    from edgedet.parity.compare import Tolerance
-    from edgedet.parity.runner import ParityOptions, format_report, run_parity
+    from edgedet.parity.runner import format_report, run_parity
     from edgedet.runtime.files import atomic_write_bytes
 
     wanted = [p.strip().lower() for p in providers.split(",") if p.strip()] if providers else None
     if wanted and set(wanted) - {"cpu", "cuda", "tensorrt"}:
         raise click.BadParameter("choose from cpu, cuda, tensorrt", param_hint="--providers")
+    options = ParityOptions(weights=weights, samples=samples, batch=batch, providers=wanted, atol=atol, rtol=rtol,
+                            atol_out=atol_out)
     reports = []
     for file in files:
-        options = ParityOptions(weights=weights, samples=samples, batch=batch, providers=wanted, atol_out=atol_out)
-        if atol is not None or rtol is not None:
-            from edgedet.runtime.metadata import read_metadata
-
-            base = Tolerance.fp16() if read_metadata(file).get("precision") == "fp16" else Tolerance()
-            options = dataclasses.replace(options, tolerance=dataclasses.replace(
-                base, atol=base.atol if atol is None else atol, rtol=base.rtol if rtol is None else rtol))
         report = run_parity([file], options, say=lambda m: click.echo(m, err=True))[0]
         click.echo(format_report(report, verbose))
         reports.append(report)
@@ -258,24 +269,25 @@ def bench(files: tuple[Path, ...], model_name: str | None, backends: str, provid
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "torchscript", "opencv"]), default="auto",
               show_default=True, help="auto: onnxruntime for .onnx, torchscript for .torchscript.")
 @click.option("--conf", type=click.FloatRange(0, 1), help="Score threshold (default: the graph's NMS threshold).")
-@click.option("--batch", type=click.IntRange(1, 256), default=1, show_default=True, help="Frames per inference.")
+@click.option("--batch", type=click.IntRange(1, 256), default=_default(RunOptions, "batch"), show_default=True,
+              help="Frames per inference.")
 @click.option("--show", is_flag=True, help="Show a window with the results (q or Esc stops).")
 @click.option("--save", type=click.Path(dir_okay=False, path_type=Path),
               help="Annotated video (OUT.mp4, .avi, .mkv) or image(s) (OUT.jpg).")
 @click.option("--save-json", type=click.Path(dir_okay=False, path_type=Path),
               help="One JSON line per processed frame, in source pixels.")
 @click.option("--max-frames", type=click.IntRange(1), help="Stop after this many processed frames.")
-@click.option("--vid-stride", type=click.IntRange(1), default=1, show_default=True,
+@click.option("--vid-stride", type=click.IntRange(1), default=_default(RunOptions, "vid_stride"), show_default=True,
               help="Process every N-th frame of videos and streams.")
 @click.option("--no-drop", is_flag=True, help="Live sources: queue every frame instead of keeping the newest.")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for inference (default: physical cores).")
-@click.option("--timeout", type=click.FloatRange(0.1), default=10.0, show_default=True,
+@click.option("--timeout", type=click.FloatRange(0.1), default=_default(RunOptions, "open_timeout"), show_default=True,
               help="Seconds to wait for a camera or stream to open, or a stream to send a frame.")
 def run(model_path: Path, source: str, providers: str, backend: str, conf: float | None, batch: int, show: bool,
         save: Path | None, save_json: Path | None, max_frames: int | None, vid_stride: int, no_drop: bool,
         threads: int | None, timeout: float) -> None:
     """Run an exported graph on a camera, video, images or a stream; draw, save and summarise."""
-    from edgedet.runtime.pipeline import RunOptions, run as run_graph
+    from edgedet.runtime.pipeline import run as run_graph
 
     options = RunOptions(batch=batch, conf=conf, max_frames=max_frames, vid_stride=vid_stride,
                          drop=False if no_drop else None, show=show, save=save, save_json=save_json,
@@ -313,8 +325,10 @@ def _parse_floats(ctx: click.Context, param: click.Parameter, value: str | None)
 @cli.command()
 @click.option("--model", "model_name", help="Registered model name (see `edgedet models`).")
 @click.option("--data", "spec", help="Dataset spec, e.g. digits-loc, clutter, pennfudan:PATH (see `edgedet data preview`).")
-@click.option("--epochs", type=click.IntRange(1), help="Epochs to train  [default: 30; with --resume: the run's].")
-@click.option("--batch", type=click.IntRange(1), default=64, show_default=True, help="Images per step, over all GPUs.")
+@click.option("--epochs", type=click.IntRange(1),
+              help=f"Epochs to train  [default: {_default(TrainOptions, 'epochs')}; with --resume: the run's].")
+@click.option("--batch", type=click.IntRange(1), default=_default(TrainOptions, "batch"), show_default=True,
+              help="Images per step, over all GPUs.")
 @click.option("--imgsz", callback=_parse_imgsz, help="Input size N or H,W (default: the dataset's, else the model's).")
 @click.option("--lr", type=float, help="Peak AdamW learning rate (default: per family).")
 @click.option("--device", help="cpu, cuda or cuda:N (default: cuda when available).")
@@ -323,11 +337,12 @@ def _parse_floats(ctx: click.Context, param: click.Parameter, value: str | None)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
 @click.option("--exist-ok", is_flag=True, help="Start a new run even if --out holds one.")
 @click.option("--weights", help="Initial weights: edgedet checkpoint or darknet weights (tensors that fit).")
-@click.option("--patience", type=click.IntRange(0), default=10, show_default=True,
+@click.option("--patience", type=click.IntRange(0), default=_default(TrainOptions, "patience"), show_default=True,
               help="Stop after this many epochs without a better validation score (0: never).")
 @click.option("--amp/--no-amp", default=None, help="Mixed precision (default: on with CUDA).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights, batch order and augmentation.")
-@click.option("--box-loss", type=click.Choice(["xywh", "giou"]), default="xywh", show_default=True,
+@click.option("--seed", type=int, default=_default(TrainOptions, "seed"), show_default=True,
+              help="Seed of weights, batch order and augmentation.")
+@click.option("--box-loss", type=click.Choice(BOX_LOSSES), default=_default(TrainOptions, "box_loss"), show_default=True,
               help="YOLOv3 box loss.")
 @click.option("--class-weights", callback=_parse_floats, help="Segmenters: loss weight per class, background first (e.g. 1,2).")
 @click.option("--cache/--no-cache", default=None, help="Keep samples in memory (default: for synthetic sets).")
@@ -342,7 +357,7 @@ def train(model_name: str | None, spec: str | None, epochs: int | None, batch: i
     """Train a model; writes OUT/best.pt, OUT/last.pt, OUT/results.csv and OUT/results.png."""
     _require_torch()
     from edgedet.models import get_entry
-    from edgedet.train.trainer import TrainOptions, TrainingError, train as run_training
+    from edgedet.train.trainer import TrainingError, train as run_training
 
     if not resume and not (model_name and spec):
         raise TrainingError("give --model and --data (or --resume --out DIR to continue a run)")
@@ -350,9 +365,9 @@ def train(model_name: str | None, spec: str | None, epochs: int | None, batch: i
         raise TrainingError("--resume needs --out DIR (or --model, for the default runs/MODEL)")
     if model_name:
         get_entry(model_name)  # unknown model -> one line naming the known ones
+    epochs = epochs or (0 if resume else _default(TrainOptions, "epochs"))  # 0: the resumed run's
     options = TrainOptions(
-        model=model_name or "", data=spec or "", epochs=epochs or (0 if resume else 30), batch=batch, imgsz=imgsz,
-        lr=lr, device=device, workers=workers, out=out_dir or f"runs/{model_name}", weights=weights,
+        model=model_name or "", data=spec or "", epochs=epochs, batch=batch, imgsz=imgsz, lr=lr, device=device, workers=workers, out=out_dir or f"runs/{model_name}", weights=weights,
         patience=patience, amp=amp, seed=seed, box_loss=box_loss, class_weights=class_weights, cache=cache,
         fresh=fresh, model_config=model_cfg)
     result = run_training(options, resume=resume, exist_ok=exist_ok, say=lambda m: click.echo(m, err=True))

@@ -1,9 +1,11 @@
-"""``edgedet quickstart``: the whole product on the small checkpoints shipped in ``samples/``.
+"""``edgedet quickstart``: the whole product on the small checkpoints shipped with edgedet.
 
 For each family it exports the shipped checkpoint to ONNX and TorchScript with NMS in the graph,
 proves parity with PyTorch, times each backend and scores the checkpoint on validation data; then
 renders a short video of clutter digits, runs the exported detector and segmenter on it with the
-runtime, draws the training curves, and writes a Markdown report linking everything.
+runtime, draws the training curves, and writes a Markdown report linking everything. The
+checkpoints and their training logs come from :mod:`edgedet.samples` (package data, so an
+installed wheel runs the quickstart as a checkout does).
 """
 
 from __future__ import annotations
@@ -17,18 +19,25 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from edgedet import samples as shipped
 from edgedet.errors import EdgedetError
 
 __all__ = ["SAMPLES_DIR", "SHIPPED", "QuickstartError", "render_clutter_video", "quickstart"]
 
-SAMPLES_DIR = Path(__file__).resolve().parents[1] / "samples"
-# (model, validation data, short description) of every shipped checkpoint, in report order.
+SAMPLES_DIR = shipped.root()
+# How the report and messages name the shipped folder: the same in a checkout and an installed wheel.
+SHOWN_DIR = "edgedet/samples"
+# (model, validation data, short description) of every shipped checkpoint, in report order: the
+# quickstart's own table of the shipped assets (the subsets keep its run short), not family logic.
 SHIPPED = (
     ("localizer", "digits-loc:glyphs=builtin,n=300", "single-digit localizer"),
     ("grid", "digits-grid:glyphs=builtin,n=300", "2x3 grid detector"),
     ("yolov3-tiny", "clutter:glyphs=builtin,n=200", "YOLOv3-tiny on MNIST clutter"),
     ("unet", "clutter:glyphs=builtin,n=100", "U-Net semantic segmentation on MNIST clutter"),
 )
+
+
+VIDEO_DATA = "clutter"
 
 
 class QuickstartError(EdgedetError):
@@ -54,7 +63,7 @@ def render_clutter_video(path: Path, frames: int = 48, size: int = 256, fps: int
     from edgedet.data import build_dataset
     from edgedet.runtime.files import atomic_path
 
-    dataset = build_dataset(f"clutter:glyphs=builtin,size={size},max_digits=6", split="val")
+    dataset = build_dataset(f"{VIDEO_DATA}:glyphs=builtin,size={size},max_digits=6", split="val")
     scenes = max(1, frames // 12)
     with atomic_path(path) as tmp:
         writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size, size))
@@ -76,7 +85,7 @@ def _history(csv_path: Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
 
 
-def _family(name: str, data: str, description: str, out: Path, samples: Path,
+def _family(name: str, data: str, description: str, out: Path, samples: Path | None,
             say: Callable[[str], None]) -> FamilyReport:
     from edgedet.bench import bench_files
     from edgedet.export.api import ExportOptions, export_model
@@ -85,10 +94,12 @@ def _family(name: str, data: str, description: str, out: Path, samples: Path,
     from edgedet.train.plots import plot_history
     from edgedet.train.validate import validate_checkpoint
 
-    ckpt = samples / "checkpoints" / f"{name}.pt"
-    if not ckpt.is_file():
-        raise QuickstartError(f"shipped checkpoint {ckpt} is missing (a checkout of the repository has it)")
-    shown = f"samples/checkpoints/{ckpt.name}" if samples == SAMPLES_DIR else str(ckpt)
+    ckpt = shipped.checkpoint(name, folder=samples)
+    if ckpt is None:
+        where = f"{SHOWN_DIR} ({SAMPLES_DIR})" if samples is None else str(samples)
+        raise QuickstartError(f"checkpoints/{name}.pt is missing from {where}; "
+                              "reinstall edgedet (its wheel and a checkout both carry it)")
+    shown = f"{SHOWN_DIR}/checkpoints/{ckpt.name}" if samples is None else str(ckpt)
     report = FamilyReport(name, description, shown)
     say(f"[{name}] export to ONNX and TorchScript")
     for f in export_model(name, out / "graphs", ExportOptions(check=False), weights=str(ckpt), say=say):
@@ -109,8 +120,8 @@ def _family(name: str, data: str, description: str, out: Path, samples: Path,
     report.metrics = {k: round(float(v), 4) for k, v in doc.items()
                       if k in ("accuracy", "mean_iou", "map50", "map50_95", "pixel_accuracy")}
     report.val_images = int(doc["images"])
-    log = samples / "checkpoints" / f"{name}.csv"
-    if log.is_file():
+    log = shipped.training_log(name, folder=samples)
+    if log is not None:
         best_epoch = load_checkpoint(ckpt)["train"].get("epoch")
         plot = plot_history(_history(log), out / "plots" / f"{name}.png", best_epoch=best_epoch,
                             title=f"{name} training")
@@ -121,8 +132,9 @@ def _family(name: str, data: str, description: str, out: Path, samples: Path,
 def _markdown(families: list[FamilyReport], runs: dict[str, dict], video: str, seconds: float) -> str:
     lines = ["# edgedet quickstart", "",
              f"Everything below was produced by `edgedet quickstart` in {seconds:.0f} s on this machine, "
-             "from the checkpoints shipped in `samples/checkpoints` (trained with `edgedet train` on the "
-             "synthetic datasets). Graphs take uint8 BGR frames and hold preprocessing, decoding and NMS.", "",
+             f"from the checkpoints shipped with edgedet (`{SHOWN_DIR}/checkpoints`, trained with "
+             "`edgedet train` on the synthetic datasets). Graphs take uint8 BGR frames and hold "
+             "preprocessing, decoding and NMS.", "",
              "| model | ONNX size | parity | ONNX Runtime p50 (batch 1) | eager PyTorch p50 | validation |",
              "|---|---:|---|---:|---:|---|"]
     for fam in families:
@@ -175,9 +187,13 @@ def _middle_frame(video: Path, out: Path) -> Path:
     return out
 
 
-def quickstart(out: str | Path = "quickstart", device: str = "cpu", samples: Path = SAMPLES_DIR,
+def quickstart(out: str | Path = "quickstart", device: str = "cpu", samples: Path | None = None,
                say: Callable[[str], None] = print) -> Path:
-    """Run the main job into ``out``; returns the report's path."""
+    """Run the main job into ``out``; returns the report's path.
+
+    ``samples``: a folder laid out like :mod:`edgedet.samples` to take the checkpoints from
+    instead of the shipped ones.
+    """
     from edgedet.runtime.files import atomic_write_bytes
     from edgedet.runtime.pipeline import RunOptions, run
 
@@ -191,8 +207,8 @@ def quickstart(out: str | Path = "quickstart", device: str = "cpu", samples: Pat
     video = render_clutter_video(out / "clutter.mp4")
     runs = {}
     providers = "auto" if device.startswith("cuda") else "cpu"
-    for fam in families:
-        if fam.model not in ("yolov3-tiny", "unet"):
+    for fam, (_, data, _) in zip(families, SHIPPED):
+        if not data.startswith(f"{VIDEO_DATA}:"):  # the video shows clutter digits: models made for them
             continue
         stem = f"clutter-{fam.model}"
         options = RunOptions(save=out / f"{stem}.mp4", save_json=out / f"{stem}.jsonl", progress=False)

@@ -1,4 +1,4 @@
-"""Shared test helpers: paths, running the CLI in a subprocess, small model settings."""
+"""Shared test helpers: paths, running the CLI in a subprocess, small model settings, lively models."""
 
 from __future__ import annotations
 
@@ -32,6 +32,49 @@ class _NoTorch:
         return None
 sys.meta_path.insert(0, _NoTorch())
 """
+
+
+def noise_frames(model, batch: int, seed: int, size: tuple[int, int] | None = None):
+    """uint8 BGR frames ``[batch, h, w, 3]`` of uniform noise, at ``size`` or the model's small test input.
+
+    Noise, not uniform scenes: a uniform image makes an untrained detector emit exactly tied
+    scores at every interior cell, where NMS's choice is ambiguous (tested separately).
+    """
+    import numpy as np
+
+    h, w = size or SMALL_INPUT.get(model.model_name, model.cfg.input_size)
+    return np.random.default_rng(seed).integers(0, 256, (batch, h, w, 3), dtype=np.uint8)
+
+
+def lively_model(name: str, input_size: tuple[int, int] | None = None):
+    """A small seeded random model (eval mode) with spread-out outputs, like a trained one.
+
+    Fresh BatchNorm statistics (mean 0, var 1) shrink activations layer after layer, so an
+    untrained detector's scores collapse to its biases: thousands of exactly tied scores, where
+    NMS's choice is legitimately ambiguous, or no detections at all. Calibrating BatchNorm on a
+    batch of noise frames and spreading the YOLO prediction biases gives distinct scores and boxes.
+    """
+    import torch
+
+    from edgedet.export.deploy import build_deploy_module
+    from edgedet.models import create_model, get_entry
+
+    torch.manual_seed(0)
+    overrides = dict(SMALL_OVERRIDES.get(name, {}))
+    if input_size is not None:
+        overrides["input_size"] = tuple(input_size)
+    model = create_model(name, **overrides)
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.momentum = 1.0  # running statistics := one batch's
+    deploy = build_deploy_module(model, nms=None)[0]
+    dense = deploy.dense if hasattr(deploy, "dense") else deploy
+    model.train()
+    with torch.no_grad():
+        dense.model(dense.preprocess(torch.from_numpy(noise_frames(model, 4, seed=99, size=input_size))))
+        if get_entry(name).family == "yolov3":
+            for conv in (m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.bias is not None):
+                torch.nn.init.normal_(conv.bias, -1.0, 1.0)
+    return model.eval()
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from tests.conftest import REPO, assert_user_error, run_cli
+from tests.conftest import assert_user_error, run_cli
 
 pytestmark = pytest.mark.timeout(900)  # the first test waits for the whole main job
 
@@ -32,6 +32,7 @@ def quickstart_out(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_report_links_only_files_that_exist(quickstart_out):
     report = (quickstart_out / "report.md").read_text()
     links = re.findall(r"\]\(([^)]+)\)", report)
@@ -40,11 +41,13 @@ def test_report_links_only_files_that_exist(quickstart_out):
         assert (quickstart_out / link).is_file(), link
     for family in FAMILIES:
         assert f"## {family}" in report
+        assert f"| checkpoint | `edgedet/samples/checkpoints/{family}.pt` |" in report
         assert (quickstart_out / "graphs" / f"{family}.onnx").is_file()
         assert (quickstart_out / "graphs" / f"{family}.torchscript").is_file()
         assert (quickstart_out / "plots" / f"{family}.png").is_file()
 
 
+@pytest.mark.slow
 def test_every_graph_passed_parity_on_the_cpu_backends(quickstart_out):
     report = (quickstart_out / "report.md").read_text()
     assert "FAIL" not in report
@@ -52,6 +55,7 @@ def test_every_graph_passed_parity_on_the_cpu_backends(quickstart_out):
     assert report.count("| parity, torchscript-cpu | PASS |") == len(FAMILIES)
 
 
+@pytest.mark.slow
 def test_the_runtime_processed_every_frame_of_the_video(quickstart_out):
     source = cv2.VideoCapture(str(quickstart_out / "clutter.mp4"))
     frames = int(source.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -69,9 +73,10 @@ def test_the_runtime_processed_every_frame_of_the_video(quickstart_out):
 
 
 def test_shipped_checkpoints_fit_the_size_budget():
-    shipped = sorted((REPO / "samples" / "checkpoints").glob("*.pt"))
-    assert [p.stem for p in shipped] == sorted(FAMILIES)
-    assert sum(p.stat().st_size for p in shipped) <= 20e6
+    from edgedet import samples
+
+    assert samples.shipped_models() == sorted(FAMILIES)
+    assert sum(samples.checkpoint(name).stat().st_size for name in FAMILIES) <= 20e6
 
 
 def test_bad_device_is_one_error_line(tmp_path):
@@ -89,5 +94,5 @@ def test_out_that_is_a_file_is_refused(tmp_path):
 def test_missing_shipped_checkpoint_is_one_clear_error(tmp_path):
     from edgedet.quickstart import QuickstartError, quickstart
 
-    with pytest.raises(QuickstartError, match="localizer.pt is missing"):
+    with pytest.raises(QuickstartError, match="checkpoints/localizer.pt is missing from .*no-samples"):
         quickstart(tmp_path / "out", samples=tmp_path / "no-samples", say=lambda m: None)

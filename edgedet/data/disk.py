@@ -14,13 +14,14 @@ import cv2
 import numpy as np
 
 from edgedet.errors import DataError
+from edgedet.runtime.sources import IMAGE_SUFFIXES
+from edgedet.runtime.sources import read_image as decode_image
 
 __all__ = [
     "IMAGE_SUFFIXES", "BOX_TOLERANCE", "read_image", "read_instance_ids", "require_dir",
     "list_images", "split_every", "check_boxes",
 ]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # Annotation tools round to whole pixels and sometimes land one past the border.
 BOX_TOLERANCE = 1.0
 
@@ -37,9 +38,10 @@ def _read_encoded(path: Path) -> np.ndarray:
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as uint8 BGR [H, W, 3] (grey files are expanded to three channels)."""
+    """Read an image file as uint8 BGR [H, W, 3] (grey files are expanded to three channels) with
+    the runtime's reader; :class:`DataError` naming the file when it cannot."""
     path = Path(path)
-    image = cv2.imdecode(_read_encoded(path), cv2.IMREAD_COLOR) if path.is_file() else None
+    image = decode_image(path) if path.is_file() else None
     if image is None:
         reason = "corrupt or unsupported format" if path.is_file() else "file not found"
         raise DataError(f"cannot read image {path}: {reason}")

@@ -7,20 +7,14 @@ is still uint8 BGR, which is what validation feeds the deploy graph. For trainin
 optionally flipped and turned into a float tensor exactly as the exported graph's preprocessing
 does: ``/ 255``, BGR -> RGB, NHWC -> NCHW (1-channel images stay grey).
 
-Targets per family, built by :func:`collate`:
-
-- ``localizer``: ``Tensor[B, 6]`` ``(present, cx, cy, w, h, label)``, box as fractions of the input
-  width/height, ``label`` -1 when no object is present.
-- ``grid``: ``Tensor[B, rows, cols, 6]`` from :func:`edgedet.ops.grid.encode_grid`.
-- ``yolov3``: ``Tensor[M, 6]`` ``(image index, label, x1, y1, x2, y2)`` in input pixels, one row
-  per object of the batch.
-- ``unet``: ``Tensor[B, H, W]`` int64 class ids (0 background, k + 1 object class k, 255 ignore).
+Targets are built by :func:`collate` with the model family's target encoder (see
+:meth:`edgedet.models.spec.FamilySpec.target_encoder`; each family documents its layout).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
@@ -28,13 +22,10 @@ import torch
 from torch import Tensor
 
 from edgedet.data.sample import IGNORE
-from edgedet.ops.grid import encode_grid
 from edgedet.runtime.letterbox import letterbox
 
-__all__ = ["FAMILIES", "FitSample", "fit_sample", "image_to_tensor", "hflip_sample", "TrainingSet",
-           "collate", "sample_channels"]
-
-FAMILIES = ("localizer", "grid", "yolov3", "unet")
+__all__ = ["FitSample", "fit_sample", "image_to_tensor", "hflip_sample", "TrainingSet", "collate", "Collate",
+           "sample_channels"]
 
 
 @dataclass(frozen=True)
@@ -169,34 +160,20 @@ class TrainingSet(torch.utils.data.Dataset):
         return s
 
 
-def _localizer_targets(samples: Sequence[FitSample], size: tuple[int, int]) -> Tensor:
-    h, w = size
-    target = torch.zeros(len(samples), 6)
-    target[:, 5] = -1
-    for i, s in enumerate(samples):
-        if len(s.boxes) == 0:
-            continue
-        areas = (s.boxes[:, 2] - s.boxes[:, 0]) * (s.boxes[:, 3] - s.boxes[:, 1])
-        k = int(np.argmax(areas))  # one object per image; the largest if a set has more
-        x1, y1, x2, y2 = s.boxes[k].tolist()
-        target[i] = torch.tensor([1.0, (x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h,
-                                  float(s.labels[k])])
-    return target
-
-
-def collate(samples: Sequence[FitSample], family: str, input_size: tuple[int, int],
-            grid: tuple[int, int] | None = None, frames: bool = False) -> dict[str, Any]:
-    """Stack fitted samples into a batch for ``family``.
+def collate(samples: Sequence[FitSample], encode: Callable[[Sequence[FitSample]], Tensor],
+            frames: bool = False) -> dict[str, Any]:
+    """Stack fitted samples into a batch.
 
     Args:
+        encode: the model's target encoder (``get_entry(name).spec.target_encoder(cfg)``): fitted
+            samples -> the targets its loss and evaluator take.
         frames: give ``images`` as the uint8 ``[B, H, W, 3]`` BGR frames the deploy graphs take
             (grey repeated into three equal channels, which the graphs' BGR -> grey weights turn
             back into the same grey) instead of the training tensor.
 
     Returns:
-        dict with ``images`` float32 [B, C, H, W] (or frames), ``targets`` (layout per family, see
-        the module docstring), ``boxes`` / ``labels`` (per-image lists of input-pixel tensors) and
-        ``index``.
+        dict with ``images`` float32 [B, C, H, W] (or frames), ``targets`` (the family's layout),
+        ``boxes`` / ``labels`` (per-image lists of input-pixel tensors) and ``index``.
     """
     if frames:
         images = torch.from_numpy(np.stack([s.image if s.image.shape[2] == 3 else np.repeat(s.image, 3, axis=2)
@@ -205,22 +182,15 @@ def collate(samples: Sequence[FitSample], family: str, input_size: tuple[int, in
         images = torch.stack([image_to_tensor(s.image) for s in samples])  # (B, C, H, W)
     boxes = [torch.from_numpy(s.boxes) for s in samples]
     labels = [torch.from_numpy(s.labels) for s in samples]
-    if family == "localizer":
-        targets = _localizer_targets(samples, input_size)
-    elif family == "grid":
-        if grid is None:
-            raise ValueError("grid targets need the model's grid")
-        targets = torch.stack([encode_grid(b, l, grid, input_size) for b, l in zip(boxes, labels)])
-    elif family == "yolov3":
-        rows = [torch.cat((torch.full((len(b), 1), float(i)), l[:, None].float(), b), dim=1)
-                for i, (b, l) in enumerate(zip(boxes, labels))]
-        targets = torch.cat(rows) if rows else torch.zeros(0, 6)  # (M, 6)
-    elif family == "unet":
-        if any(s.semantic is None for s in samples):
-            raise ValueError("segmentation targets need semantic masks")
-        targets = torch.stack([torch.from_numpy(s.semantic).long() for s in samples])  # (B, H, W)
-    else:
-        raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
-    return {"images": images, "targets": targets, "boxes": boxes, "labels": labels,
+    return {"images": images, "targets": encode(samples), "boxes": boxes, "labels": labels,
             "index": [s.index for s in samples]}
 
+
+class Collate:
+    """A picklable ``collate_fn`` for DataLoader workers: :func:`collate` with a target encoder."""
+
+    def __init__(self, encode: Callable[[Sequence[FitSample]], Tensor], frames: bool = False) -> None:
+        self.encode, self.frames = encode, frames
+
+    def __call__(self, samples: Sequence[FitSample]) -> dict[str, Any]:
+        return collate(samples, self.encode, self.frames)

@@ -1,13 +1,10 @@
 """``edgedet export``: pick weights, build the deploy wrapper, write ONNX / TorchScript, check them.
 
-Weights, in order of what the user gave:
-- ``--weights CKPT`` (an edgedet checkpoint), ``--weights FILE.weights`` or ``darknet:yolov3``
-  (darknet files, yolov3 / yolov3-tiny only);
-- ``--random-init``: seeded random weights, also written as ``DIR/<name>.pt`` so parity checks can
-  find the reference;
-- nothing: yolov3 / yolov3-tiny take the official COCO weights (cache, else a checked download);
-  where that fails, or for other families, the small checkpoint shipped in ``samples/checkpoints``;
-  with neither, an error naming ``--weights`` and ``--random-init``.
+Weights come from the one resolver (:func:`edgedet.models.weights.resolve_weights`): ``--weights``
+(an edgedet checkpoint, a darknet ``.weights`` file or ``darknet:NAME``), ``--random-init`` (also
+written as ``DIR/<name>.pt`` so parity checks find the reference), or nothing (official darknet
+weights where the variant has them, else the checkpoint shipped with edgedet). Every option is
+checked in one place, :meth:`ExportOptions.validate`, before anything is loaded or written.
 """
 
 from __future__ import annotations
@@ -22,43 +19,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgedet.errors import CheckpointError, EdgedetError, WeightsError
-from edgedet.export.deploy import NMSSettings, build_deploy_module
+from edgedet.export.deploy import build_deploy_module
 from edgedet.export.metadata import build_metadata
-from edgedet.models.registry import create_model, get_entry, list_models
+from edgedet.export.options import FORMATS, ExportError, ExportOptions
+from edgedet.models.registry import get_entry
+from edgedet.models.weights import RANDOM_INIT_SEED, build_model, resolve_weights
 from edgedet.runtime.files import file_digest
-from edgedet.train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from edgedet.train.checkpoint import save_checkpoint
 
-__all__ = ["ExportError", "ExportOptions", "ExportedFile", "export_model", "load_export_model",
-           "SAMPLE_CHECKPOINTS", "check_sample"]
+__all__ = ["ExportError", "ExportOptions", "ExportedFile", "export_model", "load_export_model", "check_sample",
+           "FORMATS"]
 
-FORMATS = ("onnx", "torchscript")
 SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript"}
-SAMPLE_CHECKPOINTS = Path(__file__).resolve().parents[2] / "samples" / "checkpoints"
-RANDOM_INIT_SEED = 0
-
-
-class ExportError(EdgedetError):
-    """Contradictory or impossible export options."""
-
-
-@dataclass(frozen=True)
-class ExportOptions:
-    formats: tuple[str, ...] = FORMATS
-    imgsz: tuple[int, int] | None = None
-    dynamic: bool = False
-    half: bool = False
-    nms: NMSSettings | None = NMSSettings()
-    input_format: str = "uint8"
-    opset: int | None = None
-    probs: bool = False
-    simplify: bool = True
-    check: bool = True
-    name: str | None = None
-    triton: str | None = None  # directory of a Triton model repository to write
-    int8: bool = False  # also write <name>.int8.onnx, statically quantised
-    calib_data: str | None = None  # dataset spec of the calibration frames (default: the family's)
-    calib_samples: int = 64
 
 
 @dataclass
@@ -73,50 +45,13 @@ class ExportedFile:
 
 def load_export_model(name: str, weights: str | None, random_init: bool, imgsz: tuple[int, int] | None,
                       out_dir: Path, out_name: str, say: Callable[[str], None]) -> tuple[nn.Module, dict[str, Any]]:
-    """The model to export and a description of where its weights came from."""
-    get_entry(name)  # unknown model -> one-line error listing the known ones
-    overrides: dict[str, Any] = {"input_size": imgsz} if imgsz else {}
-    if weights and random_init:
-        raise ExportError("--weights and --random-init contradict each other; give one")
-    if random_init:
-        torch.manual_seed(RANDOM_INIT_SEED)
-        model = create_model(name, **overrides).eval()
-        ckpt = save_checkpoint(out_dir / f"{out_name}.pt", model, train={"random_init_seed": RANDOM_INIT_SEED})
-        return model, {"kind": "random-init", "checkpoint": str(ckpt.resolve()), "sha256": file_digest(ckpt)}
-    if weights is None:
-        if get_entry(name).family == "yolov3" and name in ("yolov3", "yolov3-tiny"):
-            try:
-                return load_export_model(name, f"darknet:{name}", False, imgsz, out_dir, out_name, say)
-            except WeightsError as e:
-                say(f"note: official {name} weights unavailable ({e})")
-        shipped = SAMPLE_CHECKPOINTS / f"{name}.pt"
-        if shipped.is_file():
-            say(f"note: no --weights given; using the checkpoint shipped in samples: {shipped}")
-            return load_export_model(name, str(shipped), False, imgsz, out_dir, out_name, say)
-        raise ExportError(f"no weights for {name}: pass --weights CKPT (or a darknet .weights file) "
-                          f"or --random-init")
-    if weights.startswith("darknet:") or weights.endswith(".weights"):
-        from edgedet.models.darknet import load_darknet_weights, resolve_darknet_weights
-
-        if get_entry(name).family != "yolov3":
-            raise ExportError(f"darknet weights fit yolov3 and yolov3-tiny, not {name}")
-        path = resolve_darknet_weights(weights) if weights.startswith("darknet:") else Path(weights)
-        if not path.is_file():
-            raise WeightsError(f"darknet weights {path} do not exist")
-        model = create_model(name, **overrides)
-        load_darknet_weights(model, path)
-        return model.eval(), {"kind": "darknet", "weights": str(path.resolve()), "sha256": file_digest(path)}
-    path = Path(weights)
-    ckpt = load_checkpoint(path)
-    if ckpt["model"] != name:
-        raise ExportError(f"{path} holds a {ckpt['model']} checkpoint, not {name}")
-    if imgsz:
-        ckpt = dict(ckpt, config=dict(ckpt["config"], input_size=list(imgsz)))
-    try:
-        model = model_from_checkpoint(ckpt)
-    except CheckpointError as e:
-        raise CheckpointError(f"{path}: {e}".replace("checkpoint: ", "")) from None
-    return model, {"kind": "checkpoint", "checkpoint": str(path.resolve()), "sha256": file_digest(path)}
+    """The model to export and a description of where its weights came from (the graph's ``source``)."""
+    source = resolve_weights(name, weights, random_init=random_init, say=say)
+    model = build_model(name, source, input_size=imgsz)
+    if source.kind != "random-init":
+        return model, source.record()
+    ckpt = save_checkpoint(out_dir / f"{out_name}.pt", model, train={"random_init_seed": RANDOM_INIT_SEED})
+    return model, {"kind": "random-init", "checkpoint": str(ckpt.resolve()), "sha256": file_digest(ckpt)}
 
 
 def check_sample(model: nn.Module, imgsz: tuple[int, int]) -> np.ndarray:
@@ -125,9 +60,7 @@ def check_sample(model: nn.Module, imgsz: tuple[int, int]) -> np.ndarray:
     from edgedet.data import build_dataset
     from edgedet.runtime.letterbox import letterbox
 
-    family = get_entry(model.model_name).family
-    spec = {"localizer": "digits-loc", "grid": "digits-grid"}.get(family, "clutter")
-    image = build_dataset(spec, split="val")[1]["image"]
+    image = build_dataset(get_entry(model.model_name).spec.dataset, split="val")[1]["image"]
     if image.shape[2] == 1:
         image = np.repeat(image, 3, axis=2)
     framed, _ = letterbox(image, imgsz)
@@ -159,11 +92,10 @@ def _check_file(fmt: str, path: Path, reference: nn.Module, names: tuple[str, ..
 def _export_int8(fp32: Path, path: Path, model: nn.Module, imgsz: tuple[int, int], options: ExportOptions,
                  names: tuple[str, ...], frames: np.ndarray) -> ExportedFile:
     from edgedet.export.quantize import calibration_frames, quantize_int8
-    from edgedet.parity.inputs import DATASET_OF_FAMILY
     from edgedet.runtime.backends import create_backend
 
     start = time.perf_counter()
-    spec = options.calib_data or DATASET_OF_FAMILY.get(get_entry(model.model_name).family, "clutter")
+    spec = options.calib_data or get_entry(model.model_name).spec.dataset
     quantize_int8(fp32, path, calibration_frames(spec, options.calib_samples, imgsz))
     record = ExportedFile("onnx-int8", path, time.perf_counter() - start)
     record.notes.append(f"int8: calibrated on {options.calib_samples} frames of {spec}; "
@@ -180,35 +112,10 @@ def export_model(name: str, out_dir: str | os.PathLike, options: ExportOptions =
                  weights: str | None = None, random_init: bool = False,
                  say: Callable[[str], None] = print) -> list[ExportedFile]:
     """Export ``name`` to every format in ``options`` under ``out_dir``; returns what was written."""
-    from edgedet.export.onnx import DEFAULT_OPSET, MIN_OPSET, OnnxNMS, export_onnx
+    from edgedet.export.onnx import DEFAULT_OPSET, OnnxNMS, export_onnx
     from edgedet.export.torchscript import export_torchscript
 
-    if name not in list_models():
-        get_entry(name)
-    bad = [f for f in options.formats if f not in FORMATS]
-    if bad or not options.formats:
-        raise ExportError(f"unknown format {', '.join(bad) or '(none)'}; choose from {', '.join(FORMATS)}")
-    task = get_entry(name).task
-    if options.probs and task != "segmentation":
-        raise ExportError("--probs applies to segmentation models only")
-    if options.nms is None and task != "detection":
-        raise ExportError("--no-nms applies to detectors only")
-    if options.opset is not None and options.opset < MIN_OPSET:
-        raise ExportError(f"--opset {options.opset} is too old; the graph needs opset >= {MIN_OPSET}")
-    if options.int8 and "onnx" not in options.formats:
-        raise ExportError("--int8 quantises the ONNX graph: include onnx in --format")
-    if options.int8 and options.half:
-        raise ExportError("--int8 and --half contradict each other; give one")
-    if options.calib_data and not options.int8:
-        raise ExportError("--calib-data applies to --int8")
-    if options.calib_data:
-        from edgedet.data import parse_spec
-
-        parse_spec(options.calib_data)  # a bad spec fails before anything is written
-    if options.triton and "onnx" not in options.formats:
-        raise ExportError("--triton serves the ONNX graph: include onnx in --format")
-    if options.input_format not in ("uint8", "float"):
-        raise ExportError(f"--input must be uint8 or float, got {options.input_format}")
+    options.validate(name)
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -220,8 +127,6 @@ def export_model(name: str, out_dir: str | os.PathLike, options: ExportOptions =
     out_name = options.name or name
     model, source = load_export_model(name, weights, random_init, options.imgsz, out_dir, out_name, say)
     imgsz = tuple(model.cfg.input_size)
-    if options.dynamic and get_entry(name).family in ("localizer", "grid"):
-        raise ExportError(f"--dynamic: {name} has a fixed input size (its head depends on it)")
     if options.half and not torch.cuda.is_available():
         say("note: --half on a machine without CUDA: exporting fp16 on the CPU (slow, checks may not run)")
     frames = check_sample(model, imgsz)

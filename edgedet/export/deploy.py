@@ -11,12 +11,13 @@ models), NHWC -> NCHW. ``input_format="float"`` takes float32 ``[B, 3, H, W]`` R
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
+from edgedet.export.compat import shape_as_tensor
+from edgedet.export.options import NMSSettings
 from edgedet.models.registry import create_decoder, get_entry
 from edgedet.ops.boxes import cxcywh_to_xyxy
 from edgedet.ops.nms import gather_detections, limit_candidates, nms_indices, selection_order
@@ -26,29 +27,6 @@ __all__ = ["NMSSettings", "Preprocess", "TorchNMS", "DensePredictor", "Detection
 
 # OpenCV's BGR -> grey weights (cv2.cvtColor COLOR_BGR2GRAY), in B, G, R order.
 GREY_WEIGHTS_BGR = (0.114, 0.587, 0.299)
-
-
-@dataclass(frozen=True)
-class NMSSettings:
-    """Post-processing of detectors.
-
-    Attributes:
-        conf: keep (box, class) pairs whose score (objectness x class probability) is above this.
-        iou: suppress a box whose IoU with a better box of the same class is above this.
-        max_det: K, detections per image in the output.
-        max_candidates: per image, only the best this many boxes (by best class score) enter
-            NMS, which bounds its cost on crowded or untrained outputs.
-        agnostic: one NMS over all classes (each box keeps its best class).
-    """
-
-    conf: float = 0.25
-    iou: float = 0.45
-    max_det: int = 100
-    max_candidates: int = 3000
-    agnostic: bool = False
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class Preprocess(nn.Module):
@@ -131,7 +109,7 @@ class DetectionPostprocess(nn.Module):
         boxes = cxcywh_to_xyxy(pred[..., :4])  # (B, N, 4)
         # Clip to the input; the size comes from the runtime shape so dynamic H/W export works.
         # The shape tensor lives on the CPU whatever the device; the limits follow the boxes.
-        shape = torch._shape_as_tensor(images)
+        shape = shape_as_tensor(images)
         w, h = shape[self.w_dim], shape[self.h_dim]
         limits = torch.stack((w, h, w, h)).to(boxes.dtype).to(boxes.device)
         boxes = torch.minimum(boxes.clamp(min=0.0), limits)

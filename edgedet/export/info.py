@@ -1,6 +1,8 @@
 """``edgedet info FILE``: what an exported graph expects and returns, and how it was made.
 
 Torch-free: ONNX files are read with onnx (or onnxruntime), TorchScript files as zip archives.
+:func:`graph_info` gives the checked :class:`~edgedet.runtime.metadata.GraphMetadata` under
+``metadata``; the JSON report carries its full document.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from edgedet.runtime.metadata import GraphFileError, graph_format, read_metadata
+from edgedet.runtime.metadata import GraphFileError, GraphMetadata, graph_format, read_metadata
 
 __all__ = ["graph_info", "format_info"]
 
@@ -21,7 +23,7 @@ def _dims(value_info: Any) -> list[int | str]:
 
 
 def graph_info(path: str | os.PathLike) -> dict[str, Any]:
-    """Metadata plus, for ONNX, inputs/outputs with shapes and dtypes, opset and operator counts."""
+    """Metadata (typed) plus, for ONNX, inputs/outputs with shapes and dtypes, opset and operator counts."""
     path = Path(path)
     meta = read_metadata(path)
     info: dict[str, Any] = {"file": str(path), "format": graph_format(path), "bytes": path.stat().st_size,
@@ -46,27 +48,26 @@ def graph_info(path: str | os.PathLike) -> dict[str, Any]:
 
 def format_info(info: dict[str, Any]) -> str:
     """A human-readable report of :func:`graph_info`."""
-    meta = info["metadata"]
-    inp = meta["input"]
+    meta: GraphMetadata = info["metadata"]
+    inp = meta.input
     lines = [
         f"file        {info['file']} ({info['bytes'] / 1e6:.2f} MB, {info['format']})",
-        f"model       {meta['model']} ({meta['task']}), edgedet {meta['edgedet_version']}, {meta['precision']}",
-        f"classes     {meta['num_classes']}: {', '.join(meta['class_names'][:12])}"
-        + (" ..." if meta["num_classes"] > 12 else ""),
-        f"input       {inp['name']} {inp['dtype']} {inp['layout']} {inp['color']} {inp['height']}x{inp['width']}"
-        f"{' (dynamic size, multiple of ' + str(inp['size_multiple']) + ')' if inp['dynamic_size'] else ''}"
+        f"model       {meta.model} ({meta.task}), edgedet {meta.edgedet_version}, {meta.precision}",
+        f"classes     {meta.num_classes}: {', '.join(meta.class_names[:12])}"
+        + (" ..." if meta.num_classes > 12 else ""),
+        f"input       {inp.name} {inp.dtype} {inp.layout} {inp.color} {inp.height}x{inp.width}"
+        f"{' (dynamic size, multiple of ' + str(inp.size_multiple) + ')' if inp.dynamic_size else ''}"
         f", dynamic batch",
-        f"letterbox   pad {meta['letterbox']['pad_value'][0]}, centred, keep aspect",
+        f"letterbox   pad {meta.letterbox.pad_value[0]}, centred, keep aspect",
     ]
-    if meta.get("nms"):
-        n = meta["nms"]
-        lines.append(f"nms         conf {n['conf']}, iou {n['iou']}, max_det {n['max_det']}, "
-                     f"{'agnostic' if n['agnostic'] else 'per class'}")
-    if "strides" in meta:
-        lines.append(f"strides     {meta['strides']}")
-    src = meta.get("source", {})
-    where = src.get("checkpoint") or src.get("weights") or ""
-    lines.append(f"weights     {src.get('kind', '?')} {where} sha256 {src.get('sha256', '?')[:16]}")
+    if meta.nms:
+        n = meta.nms
+        lines.append(f"nms         conf {n.conf}, iou {n.iou}, max_det {n.max_det}, "
+                     f"{'agnostic' if n.agnostic else 'per class'}")
+    if "strides" in meta.doc:  # a family extra, shown when the family records one
+        lines.append(f"strides     {meta.doc['strides']}")
+    src = meta.source
+    lines.append(f"weights     {src.kind} {src.file or ''} sha256 {(src.sha256 or '?')[:16]}")
     if "inputs" in info:
         for kind in ("inputs", "outputs"):
             for v in info[kind]:
@@ -75,12 +76,14 @@ def format_info(info: dict[str, Any]) -> str:
         ops = ", ".join(f"{k} {v}" for k, v in info["operators"].items())
         lines.append(f"operators   {info['nodes']} nodes: {ops}")
     else:
-        lines.append(f"outputs     {', '.join(meta['outputs'])}")
+        lines.append(f"outputs     {', '.join(meta.outputs)}")
     return "\n".join(lines)
 
 
 def info_json(path: str | os.PathLike) -> str:
-    return json.dumps(graph_info(path), indent=2, sort_keys=True)
+    """:func:`graph_info` as JSON, with the full metadata document."""
+    info = graph_info(path)
+    return json.dumps(dict(info, metadata=info["metadata"].doc), indent=2, sort_keys=True)
 
 
 __all__ += ["info_json", "GraphFileError"]

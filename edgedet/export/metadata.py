@@ -35,6 +35,7 @@ def build_metadata(model: nn.Module, *, imgsz: tuple[int, int], input_format: st
     names = list(class_names_of(cfg))
     uint8 = input_format == "uint8"
     doc: dict[str, Any] = {
+        "schema": 1,  # the document layout; edgedet.runtime.metadata.SCHEMA_VERSION reads it
         "edgedet_version": __version__,
         "format": graph_format,
         "model": model.model_name,
@@ -68,23 +69,14 @@ def build_metadata(model: nn.Module, *, imgsz: tuple[int, int], input_format: st
         "source": source,
         "export_args": export_args,
     }
-    if entry.family == "yolov3":
-        doc["strides"] = list(model.strides)
-        doc["anchors"] = model.anchors.tolist()
-    if entry.family == "grid":
-        doc["grid"] = list(cfg.grid)
+    doc.update(entry.spec.metadata(model))  # family extras: strides and anchors, grid, ...
     if entry.task == "segmentation":
         doc["segmentation"] = {"background": 0, "ignore": 255, "class_names": names}
     return doc
 
 
 def _size_multiple(model: nn.Module) -> int:
-    family = get_entry(model.model_name).family
-    if family == "yolov3":
-        return 32
-    if family == "unet":
-        return 2 ** model.cfg.depth
-    return 1
+    return get_entry(model.model_name).spec.size_multiple(model.cfg)
 
 
 def _plain(value: Any) -> Any:

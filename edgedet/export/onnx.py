@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from edgedet.export.compat import export_onnx_torchscript, paused_tracing
 from edgedet.export.deploy import NMSSettings
 from edgedet.ops.nms import nms_indices, selection_order
 from edgedet.runtime.files import atomic_path
@@ -38,12 +39,8 @@ class _NonMaxSuppression(torch.autograd.Function):
                 conf: float) -> Tensor:
         # The exporter only keeps this Function's symbolic; pause the tracer so it does not also
         # record every step of the Python NMS loop (which made export ~10x slower).
-        state = torch._C._get_tracing_state()
-        torch._C._set_tracing_state(None)
-        try:
+        with paused_tracing():
             return nms_indices(boxes, scores, max_per_class, iou, conf)
-        finally:
-            torch._C._set_tracing_state(state)
 
     @staticmethod
     def symbolic(g: Any, boxes: Any, scores: Any, max_per_class: int, iou: float, conf: float) -> Any:
@@ -98,9 +95,8 @@ def export_onnx(module: nn.Module, example: Tensor, path: str | os.PathLike, out
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer chatter about data-dependent NMS shapes
         with torch.no_grad():
-            torch.onnx.export(module, (example,), str(tmp), dynamo=False, opset_version=opset,
-                              input_names=["images"], output_names=list(output_names),
-                              dynamic_axes=dynamic_axes, do_constant_folding=True)
+            export_onnx_torchscript(module, example, tmp, opset=opset, input_names=["images"],
+                                    output_names=output_names, dynamic_axes=dynamic_axes)
         graph = onnx.load(str(tmp))
         if simplify:
             graph = _simplified(graph)

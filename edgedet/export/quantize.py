@@ -65,10 +65,9 @@ def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, fr
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from edgedet.runtime.metadata import METADATA_KEY
+    from edgedet.runtime.metadata import METADATA_KEY, read_metadata
 
-    source = onnx.load(str(fp32_path))
-    props = {p.key: p.value for p in source.metadata_props}
+    meta = read_metadata(fp32_path)
     int8_path = Path(int8_path)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -83,13 +82,12 @@ def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, fr
         graph = onnx.load(str(quantized))
     import json
 
-    meta = json.loads(props[METADATA_KEY])
-    meta["precision"] = "int8"
-    meta["quantization"] = {"format": "QDQ", "weights": "int8 per-channel" if per_channel else "int8",
-                            "activations": "uint8", "calibration_frames": int(len(frames)), "method": "MinMax"}
+    quantization = {"format": "QDQ", "weights": "int8 per-channel" if per_channel else "int8",
+                    "activations": "uint8", "calibration_frames": int(len(frames)), "method": "MinMax"}
+    doc = dict(meta.doc, precision="int8", quantization=quantization)
     del graph.metadata_props[:]
     entry = graph.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(meta, sort_keys=True)
+    entry.key, entry.value = METADATA_KEY, json.dumps(doc, sort_keys=True)
     with atomic_path(int8_path) as tmp_out:
         onnx.save(graph, str(tmp_out))
     return int8_path

@@ -8,15 +8,20 @@ is ``[B, 5 + C, rows, cols]`` for any grid whose cells divide evenly by the back
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
+from typing import Any, Sequence
 
+import torch
 from torch import Tensor, nn
 
 from edgedet.errors import ModelError
 from edgedet.models.layers import check_common_config, conv_stages
 from edgedet.models.registry import register_model
-from edgedet.ops.grid import decode_grid
+from edgedet.models.spec import FamilySpec
+from edgedet.ops.boxes import cxcywh_to_xyxy
+from edgedet.ops.grid import decode_grid, encode_grid
 
-__all__ = ["GridConfig", "GridDetector", "GridDecoder"]
+__all__ = ["GridConfig", "GridDetector", "GridDecoder", "GridSpec", "grid_targets", "grid_slot_truth"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,57 @@ class GridDecoder(nn.Module):
         return decode_grid(head, self.input_size)
 
 
-@register_model("grid", family="grid", task="detection", config=GridConfig(), decoder=GridDecoder)
+def grid_targets(samples: Sequence, grid: tuple[int, int], input_size: tuple[int, int]) -> Tensor:
+    """Training targets ``Tensor[B, rows, cols, 6]`` (see :func:`edgedet.ops.grid.encode_grid`)."""
+    return torch.stack([encode_grid(torch.from_numpy(s.boxes), torch.from_numpy(s.labels), grid, input_size)
+                        for s in samples])
+
+
+def grid_slot_truth(targets: Tensor, input_size: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor]:
+    """Grid targets ``[B, rows, cols, 6]`` -> per-cell presence ``[B * rows * cols]``, xyxy pixel boxes
+    and labels, in the row order of the decoded predictions."""
+    b, gh, gw, _ = targets.shape
+    h, w = input_size
+    ys = torch.arange(gh, dtype=torch.float32).view(1, gh, 1)
+    xs = torch.arange(gw, dtype=torch.float32).view(1, 1, gw)
+    cx = (xs + targets[..., 1]) * (w / gw)
+    cy = (ys + targets[..., 2]) * (h / gh)
+    boxes = cxcywh_to_xyxy(torch.stack((cx, cy, targets[..., 3] * w, targets[..., 4] * h), dim=-1))
+    return targets[..., 0].reshape(-1) > 0.5, boxes.reshape(-1, 4), targets[..., 5].reshape(-1).long()
+
+
+class GridSpec(FamilySpec):
+    """One detection slot per cell on ``digits-grid``; ranked by ``(accuracy + mean_iou) / 2`` per cell."""
+
+    family = "grid"
+    task = "detection"
+    dataset = "digits-grid"
+    lr = 2e-3
+    fixed_input = True  # cells are fixed fractions of one input size
+
+    def decoder(self, model: nn.Module) -> nn.Module:
+        return GridDecoder(model)
+
+    def target_encoder(self, cfg: GridConfig):
+        return partial(grid_targets, grid=tuple(cfg.grid), input_size=tuple(cfg.input_size))
+
+    def loss(self, model: nn.Module, **_) -> nn.Module:
+        from edgedet.train.losses import GridLoss
+
+        return GridLoss()
+
+    def evaluator(self, model: nn.Module):
+        from edgedet.train.evaluators import DetectionEvaluator
+
+        return DetectionEvaluator(model, slots=partial(grid_slot_truth, input_size=tuple(model.cfg.input_size)))
+
+    def fitness(self, metrics: dict[str, float]) -> float:
+        return 0.5 * (metrics["accuracy"] + metrics["mean_iou"])
+
+    def metadata(self, model: nn.Module) -> dict[str, Any]:
+        return {"grid": list(model.cfg.grid)}
+
+
+@register_model("grid", spec=GridSpec(), config=GridConfig())
 def grid(cfg: GridConfig) -> GridDetector:
     return GridDetector(cfg)

@@ -1,9 +1,11 @@
 """The model registry: one entry per named variant, ``create_model`` and ``list_models``.
 
 Each family module registers thin builders with :func:`register_model`. A variant is a default
-config (a frozen dataclass) plus the family's builder; ``create_model(name, **overrides)`` overlays
-keyword overrides on that config with :func:`dataclasses.replace`. Tests parametrize over
-``list_models()`` so a model is covered the day it is registered.
+config (a frozen dataclass), the family's builder and the family's spec
+(:class:`edgedet.models.spec.FamilySpec`: decoder, targets, loss, evaluator, defaults, metadata);
+``create_model(name, **overrides)`` overlays keyword overrides on that config with
+:func:`dataclasses.replace`. Tests parametrize over ``list_models()`` so a model is covered the day
+it is registered.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ from typing import Any, Callable
 from torch import nn
 
 from edgedet.errors import ModelError
+from edgedet.models.spec import TASKS, FamilySpec
 
-__all__ = ["ModelEntry", "register_model", "create_model", "create_decoder", "list_models", "get_entry"]
-
-TASKS = ("localization", "detection", "segmentation")
+__all__ = ["ModelEntry", "register_model", "unregister_model", "create_model", "create_decoder", "list_models",
+           "get_entry", "spec_of"]
 
 
 @dataclass(frozen=True)
@@ -27,40 +29,50 @@ class ModelEntry:
 
     Attributes:
         name: registry name (``yolov3-tiny``).
-        family: module family (``localizer``, ``grid``, ``yolov3``, ``unet``).
-        task: ``localization``, ``detection`` or ``segmentation``.
         config: the variant's default config, a frozen dataclass.
         build: ``build(config) -> nn.Module`` returning raw head tensors from ``forward``.
-        decoder: ``decoder(model) -> nn.Module`` turning the raw head tensors into the family's
-            decoded form (see each family's decoder docstring).
+        spec: the family's spec; what generic code asks about the model.
     """
 
     name: str
-    family: str
-    task: str
     config: Any
     build: Callable[[Any], nn.Module]
-    decoder: Callable[[nn.Module], nn.Module]
+    spec: FamilySpec
+
+    @property
+    def family(self) -> str:
+        return self.spec.family
+
+    @property
+    def task(self) -> str:
+        return self.spec.task
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, *, family: str, task: str, config: Any,
-                   decoder: Callable[[nn.Module], nn.Module]) -> Callable:
-    """Decorator registering ``build(config) -> nn.Module`` under ``name`` with a default config."""
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+def register_model(name: str, *, spec: FamilySpec, config: Any) -> Callable:
+    """Decorator registering ``build(config) -> nn.Module`` under ``name`` with a default config
+    and its family's spec."""
+    if not isinstance(spec, FamilySpec):
+        raise TypeError("spec must be a FamilySpec instance")
+    if spec.task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {spec.task!r}")
     if not dataclasses.is_dataclass(config):
         raise TypeError("config must be a dataclass instance")
 
     def wrap(build: Callable[[Any], nn.Module]) -> Callable[[Any], nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelEntry(name, family, task, config, build, decoder)
+        _REGISTRY[name] = ModelEntry(name, config, build, spec)
         return build
 
     return wrap
+
+
+def unregister_model(name: str) -> None:
+    """Remove ``name`` from the registry (for families registered by tests or plugins)."""
+    _REGISTRY.pop(name, None)
 
 
 def _load_families() -> None:
@@ -119,6 +131,11 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
     return model
 
 
+def spec_of(model: nn.Module) -> FamilySpec:
+    """The family spec of a model made by :func:`create_model`."""
+    return get_entry(model.model_name).spec
+
+
 def create_decoder(model: nn.Module) -> nn.Module:
     """The decoder module for a model made by :func:`create_model`."""
-    return get_entry(model.model_name).decoder(model)
+    return spec_of(model).decoder(model)

@@ -8,15 +8,17 @@ features (skip connection) and apply two more blocks. Class 0 is background (see
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from edgedet.errors import ModelError
+from edgedet.errors import EdgedetError, ModelError
 from edgedet.models.layers import ConvBNAct, check_common_config
 from edgedet.models.registry import register_model
+from edgedet.models.spec import FamilySpec
 
-__all__ = ["UNetConfig", "UNet", "SegmentationDecoder"]
+__all__ = ["UNetConfig", "UNet", "SegmentationDecoder", "UNetSpec", "semantic_targets"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,47 @@ class SegmentationDecoder(nn.Module):
         return logits.argmax(dim=1), probs
 
 
-@register_model("unet", family="unet", task="segmentation", config=UNetConfig(), decoder=SegmentationDecoder)
+def semantic_targets(samples: Sequence) -> Tensor:
+    """Training targets ``Tensor[B, H, W]`` int64 class ids (0 background, k + 1 class k, 255 ignore)."""
+    if any(s.semantic is None for s in samples):
+        raise ValueError("segmentation targets need semantic masks")
+    return torch.stack([torch.from_numpy(s.semantic).long() for s in samples])
+
+
+class UNetSpec(FamilySpec):
+    """Semantic segmentation on ``clutter``; checkpoints ranked by mean IoU."""
+
+    family = "unet"
+    task = "segmentation"
+    dataset = "clutter"
+    lr = 3e-3
+
+    def decoder(self, model: nn.Module) -> nn.Module:
+        return SegmentationDecoder(model)
+
+    def size_multiple(self, cfg: UNetConfig) -> int:
+        return 2 ** cfg.depth
+
+    def target_encoder(self, cfg: UNetConfig):
+        return semantic_targets
+
+    def loss(self, model: nn.Module, *, class_weights: Sequence[float] | None = None, **_) -> nn.Module:
+        from edgedet.train.losses import SegmentationLoss
+
+        if class_weights is not None and len(class_weights) != model.cfg.num_classes:
+            raise EdgedetError(f"{len(class_weights)} class weights given for {model.cfg.num_classes} classes "
+                               f"(background first)")
+        return SegmentationLoss(class_weights)
+
+    def evaluator(self, model: nn.Module):
+        from edgedet.train.evaluators import SegmentationEvaluator
+
+        return SegmentationEvaluator(model)
+
+    def fitness(self, metrics: dict[str, float]) -> float:
+        return metrics["mean_iou"]
+
+
+@register_model("unet", spec=UNetSpec(), config=UNetConfig())
 def unet(cfg: UNetConfig) -> UNet:
     return UNet(cfg)

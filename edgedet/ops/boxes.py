@@ -1,4 +1,4 @@
-"""Box conversion and IoU: the one box converter used by data, training, export and parity.
+"""Box conversion and every IoU variant: the one box module used by data, training, export and parity.
 
 Boxes are ``(x1, y1, x2, y2)`` in pixels unless a name says otherwise; ``cxcywh`` is
 ``(centre x, centre y, width, height)``. All functions work on any leading batch dimensions.
@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["cxcywh_to_xyxy", "xyxy_to_cxcywh", "scale_xywh", "cell_offsets", "box_area", "box_iou"]
+__all__ = ["cxcywh_to_xyxy", "xyxy_to_cxcywh", "scale_xywh", "cell_offsets", "box_area", "box_iou",
+           "generalized_box_iou_pairs", "shape_iou"]
 
 
 def cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
@@ -79,19 +80,50 @@ def box_area(boxes: Tensor) -> Tensor:
 
 
 def box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-9) -> Tensor:
-    """Pairwise intersection over union.
+    """Pairwise intersection over union, per leading batch index.
 
     Args:
-        boxes1 (Tensor[N, 4]): ``(x1, y1, x2, y2)`` boxes.
-        boxes2 (Tensor[M, 4]): ``(x1, y1, x2, y2)`` boxes.
+        boxes1 (Tensor[..., N, 4]): ``(x1, y1, x2, y2)`` boxes.
+        boxes2 (Tensor[..., M, 4]): ``(x1, y1, x2, y2)`` boxes, same leading dimensions.
         eps: added to the union so two empty boxes give 0, not NaN.
 
     Returns:
-        Tensor[N, M]: IoU of every pair. Coordinates are continuous: a box from 0 to 1 has width
+        Tensor[..., N, M]: IoU of every pair. Coordinates are continuous: a box from 0 to 1 has width
         1 (no "+1 pixel" convention).
     """
-    lt = torch.maximum(boxes1[:, None, :2], boxes2[None, :, :2])  # (N, M, 2)
-    rb = torch.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])  # (N, M, 2)
-    inter = (rb - lt).clamp(min=0).prod(-1)  # (N, M)
-    union = box_area(boxes1)[:, None] + box_area(boxes2)[None, :] - inter
+    lt = torch.maximum(boxes1[..., :, None, :2], boxes2[..., None, :, :2])  # (..., N, M, 2)
+    rb = torch.minimum(boxes1[..., :, None, 2:], boxes2[..., None, :, 2:])  # (..., N, M, 2)
+    inter = (rb - lt).clamp(min=0).prod(-1)  # (..., N, M)
+    union = box_area(boxes1)[..., :, None] + box_area(boxes2)[..., None, :] - inter
     return inter / (union + eps)
+
+
+def generalized_box_iou_pairs(a: Tensor, b: Tensor, eps: float = 1e-7) -> Tensor:
+    """GIoU of matching rows (Rezatofighi et al., CVPR 2019).
+
+    Args:
+        a (Tensor[N, 4]), b (Tensor[N, 4]): ``(x1, y1, x2, y2)`` boxes, compared row by row.
+
+    Returns:
+        Tensor[N]: IoU minus the fraction of the enclosing box covered by neither, in (-1, 1].
+    """
+    lt = torch.maximum(a[:, :2], b[:, :2])
+    rb = torch.minimum(a[:, 2:], b[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    union = box_area(a) + box_area(b) - inter
+    iou = inter / (union + eps)
+    enclose = (torch.maximum(a[:, 2:], b[:, 2:]) - torch.minimum(a[:, :2], b[:, :2])).clamp(min=0).prod(-1)
+    return iou - (enclose - union) / (enclose + eps)
+
+
+def shape_iou(wh1: Tensor, wh2: Tensor) -> Tensor:
+    """IoU of box shapes placed on a common centre (YOLO's anchor matching).
+
+    Args:
+        wh1 (Tensor[N, 2]), wh2 (Tensor[M, 2]): positive widths and heights.
+
+    Returns:
+        Tensor[N, M].
+    """
+    inter = torch.minimum(wh1[:, None], wh2[None]).prod(-1)  # (N, M)
+    return inter / (wh1.prod(-1)[:, None] + wh2.prod(-1)[None] - inter)

@@ -17,6 +17,9 @@ from typing import Sequence
 
 import numpy as np
 
+from edgedet.runtime.boxes import box_iou
+from edgedet.runtime.metadata import NmsSpec
+
 __all__ = ["Tolerance", "NMSRule", "CompareResult", "compare_dense", "compare_detections", "compare_masks",
            "compare_exact", "compare_outputs"]
 
@@ -85,15 +88,6 @@ def compare_dense(name: str, ref: np.ndarray, out: np.ndarray, tol: Tolerance) -
                          float(diff.mean()), needed)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area = lambda x: np.clip(x[:, 2] - x[:, 0], 0, None) * np.clip(x[:, 3] - x[:, 1], 0, None)  # noqa: E731
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), (np.abs(a[:, None] - b[None]).max(-1) == 0) * 1.0)
-
-
 @dataclass(frozen=True)
 class NMSRule:
     """The post-processing baked into a graph, needed to tell a real mismatch from an ambiguous one."""
@@ -103,8 +97,8 @@ class NMSRule:
     max_det: int
 
     @classmethod
-    def from_metadata(cls, nms: dict | None) -> "NMSRule | None":
-        return cls(float(nms["conf"]), float(nms["iou"]), int(nms["max_det"])) if nms else None
+    def from_metadata(cls, nms: NmsSpec | None) -> "NMSRule | None":
+        return cls(nms.conf, nms.iou, nms.max_det) if nms else None
 
 
 @dataclass
@@ -123,7 +117,7 @@ def _ambiguity(u: _Det, others: list[_Det], count_at_cap: bool, kth_score: float
         return f"score {u.score:.6f} is within {tol.score:g} of the confidence threshold {rule.conf:g}"
     for v in others:
         if v is not u and v.label == u.label:
-            iou = float(_iou(u.box[None].astype(np.float64), v.box[None].astype(np.float64))[0, 0])
+            iou = float(box_iou(u.box[None].astype(np.float64), v.box[None].astype(np.float64))[0, 0])
             if abs(iou - rule.iou) <= tol.iou_margin:
                 return (f"IoU {iou:.6f} with {v.side} detection {v.index} is within {tol.iou_margin:g} of the "
                         f"NMS threshold {rule.iou:g}")
@@ -131,7 +125,7 @@ def _ambiguity(u: _Det, others: list[_Det], count_at_cap: bool, kth_score: float
         return f"score {u.score:.6f} ties the last of the {rule.max_det} kept detections ({kth_score:.6f})"
     for w in ambiguous:
         if w.side != u.side and w.label == u.label:
-            iou = float(_iou(u.box[None].astype(np.float64), w.box[None].astype(np.float64))[0, 0])
+            iou = float(box_iou(u.box[None].astype(np.float64), w.box[None].astype(np.float64))[0, 0])
             if iou > rule.iou - tol.iou_margin:
                 return (f"overlaps ambiguous {w.side} detection {w.index} (IoU {iou:.3f}): NMS kept one "
                         f"or the other")
@@ -167,7 +161,7 @@ def compare_detections(ref: Sequence[np.ndarray], out: Sequence[np.ndarray], tol
         free = np.ones(n_out, dtype=bool)
         unmatched_ref: list[_Det] = []
         if n_ref and n_out:
-            iou = _iou(ref_boxes[i, :n_ref].astype(np.float64), boxes[i, :n_out].astype(np.float64))
+            iou = box_iou(ref_boxes[i, :n_ref].astype(np.float64), boxes[i, :n_out].astype(np.float64))
             ol, os_ = labels[i, :n_out], scores[i, :n_out]
         for j, d in enumerate(rdets):
             ok = free & (ol == d.label) & (iou[j] >= tol.iou) & (np.abs(os_ - d.score) <= tol.score) \

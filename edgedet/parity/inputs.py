@@ -10,15 +10,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from edgedet.runtime.letterbox import letterbox
+from edgedet.runtime.metadata import GraphMetadata
 
-__all__ = ["ParityInput", "parity_inputs", "DATASET_OF_FAMILY"]
-
-DATASET_OF_FAMILY = {"localizer": "digits-loc", "grid": "digits-grid", "yolov3": "clutter", "unet": "clutter"}
+__all__ = ["ParityInput", "parity_inputs"]
 
 
 @dataclass(frozen=True)
@@ -33,12 +31,12 @@ def _bgr(image: np.ndarray) -> np.ndarray:
     return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
 
 
-def _samples(meta: dict[str, Any], count: int, size: tuple[int, int], offset: int = 0) -> list[np.ndarray]:
+def _samples(meta: GraphMetadata, count: int, size: tuple[int, int], offset: int = 0) -> list[np.ndarray]:
     from edgedet.data import build_dataset
+    from edgedet.models.registry import get_entry
 
-    spec = DATASET_OF_FAMILY.get(meta.get("family", ""), "clutter")
-    dataset = build_dataset(f"{spec}:glyphs=builtin", split="val")
-    pad = meta.get("letterbox", {}).get("pad_value", 114)
+    dataset = build_dataset(get_entry(meta.model).spec.parity_data, split="val")
+    pad = meta.letterbox.pad_value
     return [letterbox(_bgr(dataset[offset + i]["image"]), size, pad_value=pad)[0] for i in range(count)]
 
 
@@ -52,9 +50,9 @@ def _mosaic(tiles: list[np.ndarray], size: tuple[int, int], grid: int) -> np.nda
     return out
 
 
-def parity_inputs(meta: dict[str, Any], samples: int = 4, batch: int = 4) -> list[ParityInput]:
+def parity_inputs(meta: GraphMetadata, samples: int = 4, batch: int = 4) -> list[ParityInput]:
     """Every input case for a graph described by ``meta`` (its edgedet metadata)."""
-    size = (meta["input"]["height"], meta["input"]["width"])
+    size = meta.input.size
     real = _samples(meta, samples, size)
     cases = [ParityInput(f"real {i}-{min(i + batch, samples) - 1}", np.stack(real[i:i + batch]))
              for i in range(0, samples, batch)]
@@ -62,13 +60,13 @@ def parity_inputs(meta: dict[str, Any], samples: int = 4, batch: int = 4) -> lis
     cases.append(ParityInput("empty scene", empty[None]))
     cases.append(ParityInput("all 0", np.zeros((1, *size, 3), np.uint8)))
     cases.append(ParityInput("all 255", np.full((1, *size, 3), 255, np.uint8)))
-    if meta["task"] == "detection":
+    if meta.task == "detection":
         crowded = _mosaic(_samples(meta, 16, size, offset=samples), size, 4)
         cases.append(ParityInput("crowded mosaic", crowded[None]))
         mixed = [real[0], empty, crowded, real[-1]][:max(batch, 2)]
         cases.append(ParityInput("mixed batch", np.stack(mixed)))
-    if meta["input"].get("dynamic_size"):
-        step = int(meta["input"].get("size_multiple") or 32)
+    if meta.input.dynamic_size:
+        step = meta.input.size_multiple or 32
         second = (size[0] + 2 * step, size[1] + step)
         cases.append(ParityInput(f"second size {second[0]}x{second[1]}",
                                  np.stack(_samples(meta, min(samples, batch), second))))

@@ -2,9 +2,14 @@
 with eager PyTorch, input by input and output by output.
 
 Backends tried for an ``.onnx`` file: ONNX Runtime on the CPU, CUDA and TensorRT providers, and
-OpenCV DNN; for a ``.torchscript`` file: TorchScript on the CPU and on CUDA. One that is not
-installed or cannot load the graph is reported as skipped with its reason; one that loads and
-disagrees fails.
+OpenCV DNN; for a ``.torchscript`` file: TorchScript on the CPU and on CUDA. One that cannot run
+here (not installed, no GPU, a build without the provider, operators it does not implement:
+:class:`edgedet.runtime.backends.BackendUnavailable`) is reported as skipped with its reason; any
+other error while opening the graph, and any disagreement, fails.
+
+Tolerances: the defaults of the graph's precision (fp32, fp16, int8), with ``atol`` / ``rtol``
+overrides applied here, on top of those defaults, so an int8 graph checked with ``--atol 0.1``
+keeps int8's detection limits.
 """
 
 from __future__ import annotations
@@ -17,10 +22,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from edgedet.parity.compare import CompareResult, NMSRule, Tolerance, compare_outputs
+from edgedet.errors import MissingDependencyError
+from edgedet.parity.compare import CompareResult, NMSRule, compare_outputs
 from edgedet.parity.inputs import ParityInput, parity_inputs
+from edgedet.parity.options import ParityOptions
 from edgedet.parity.reference import load_reference_model, reference_module
-from edgedet.runtime.metadata import graph_format, read_metadata
+from edgedet.runtime.backends import BackendUnavailable
+from edgedet.runtime.metadata import GraphMetadata, graph_format, read_metadata
 
 __all__ = ["ParityOptions", "BackendReport", "FileReport", "BACKENDS", "run_parity", "format_report"]
 
@@ -34,16 +42,6 @@ BACKENDS = {
 
 _ORT_PROVIDER = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
                  "tensorrt": "TensorrtExecutionProvider"}
-
-
-@dataclass(frozen=True)
-class ParityOptions:
-    weights: str | None = None
-    samples: int = 4
-    batch: int = 4
-    providers: Sequence[str] | None = None  # restrict ONNX Runtime to these (cpu, cuda, tensorrt)
-    tolerance: Tolerance | None = None  # None: the defaults for the graph's precision
-    atol_out: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -85,8 +83,8 @@ class FileReport:
         return d
 
 
-def _as_graph_input(images: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
-    if meta["input"]["dtype"] == "uint8":
+def _as_graph_input(images: np.ndarray, meta: GraphMetadata) -> np.ndarray:
+    if meta.input.dtype == "uint8":
         return images
     # --input float graphs take float32 [B, 3, H, W] RGB 0..1.
     return np.ascontiguousarray(images[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255)
@@ -111,7 +109,11 @@ def _reference_device(providers: list[str]) -> str:
     return "cpu"
 
 
-def _open(path: Path, backend: str, providers: list[str], meta: dict[str, Any], max_batch: int):
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _open(path: Path, backend: str, providers: list[str], meta: GraphMetadata, max_batch: int):
     from edgedet.runtime.backends import create_backend
 
     return create_backend(path, backend=backend, providers=providers, max_batch=max_batch, metadata=meta)
@@ -125,16 +127,15 @@ def check_file(path: str | Path, options: ParityOptions = ParityOptions(),
     meta = read_metadata(path)
     model, how = load_reference_model(meta, options.weights, path)
     reference = reference_module(model, meta)
-    precision = meta.get("precision", "fp32")
-    defaults = {"fp16": Tolerance.fp16, "int8": Tolerance.int8}.get(precision, Tolerance)
-    tol = options.tolerance or defaults()
-    rule = NMSRule.from_metadata(meta.get("nms")) if "num_dets" in meta["outputs"] else None
-    names = tuple(meta["outputs"])
+    precision = meta.precision
+    tol = options.tolerance_for(precision)
+    rule = NMSRule.from_metadata(meta.nms) if "num_dets" in meta.outputs else None
+    names = meta.outputs
     cases: list[ParityInput] = parity_inputs(meta, samples=options.samples, batch=options.batch)
-    say(f"parity {path} ({meta['model']}, {meta.get('precision', 'fp32')}): reference {how}; "
+    say(f"parity {path} ({meta.model}, {precision}): reference {how}; "
         f"{len(cases)} inputs")
     refs_on: dict[str, list[list[np.ndarray]]] = {}  # reference outputs per device, made on first use
-    report = FileReport(str(path), meta["model"], meta.get("precision", "fp32"), how, asdict(tol))
+    report = FileReport(str(path), meta.model, precision, how, asdict(tol))
     wanted = {p.lower() for p in options.providers} if options.providers else None
     for label, backend, providers in BACKENDS[fmt]:
         if wanted is not None and backend == "onnxruntime" and providers[0] not in wanted:
@@ -142,10 +143,15 @@ def check_file(path: str | Path, options: ParityOptions = ParityOptions(),
             continue
         try:
             runner = _open(path, backend, providers, meta, max(len(c.images) for c in cases))
-        except Exception as e:  # not installed, not usable here, or cannot read this graph
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        except (BackendUnavailable, MissingDependencyError) as e:  # cannot run here: not a verdict
+            reason = _first_line(e)
             report.backends.append(BackendReport(label, "skipped", reason=reason[:300]))
             say(f"  {label}: skipped ({reason[:160]})")
+            continue
+        except Exception as e:  # the backend is here but cannot open this graph: the graph fails
+            reason = _first_line(e)
+            report.backends.append(BackendReport(label, "fail", reason=f"cannot open the graph: {reason[:300]}"))
+            say(f"  {label}: FAIL (cannot open the graph: {reason[:160]})")
             continue
         assigned = list(getattr(runner, "providers", []))
         expected = _ORT_PROVIDER.get(providers[0]) if backend == "onnxruntime" else None
@@ -165,7 +171,7 @@ def check_file(path: str | Path, options: ParityOptions = ParityOptions(),
             try:
                 out = runner.run(case.images)  # the backend applies the graph's input contract
             except Exception as e:
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                first = _first_line(e)
                 entry.inputs.append(InputReport(case.name, len(case.images), False, error=first[:300]))
                 continue
             results = compare_outputs(names, ref, out, tol, rule, options.atol_out)
@@ -188,6 +194,9 @@ def format_report(report: FileReport, verbose: bool = False) -> str:
     for b in report.backends:
         if b.status == "skipped":
             lines.append(f"  {b.backend:<22} SKIPPED  {b.reason}")
+            continue
+        if b.reason:  # failed before any input ran
+            lines.append(f"  {b.backend:<22} {b.status.upper():<8} {b.reason}")
             continue
         lines.append(f"  {b.backend:<22} {b.status.upper():<8} providers {', '.join(b.providers) or '-'}"
                      f"; reference on {b.reference_device}")

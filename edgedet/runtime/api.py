@@ -17,14 +17,14 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
 
 from edgedet.runtime.backends import Backend, create_backend
 from edgedet.runtime.letterbox import Letterbox, letterbox
-from edgedet.runtime.metadata import read_metadata
+from edgedet.runtime.metadata import GraphFileError, GraphMetadata, read_metadata
 from edgedet.runtime.results import Result, check_outputs, decode_outputs
 from edgedet.runtime.sources import CaptureGroup, Frame, Source, SourceError, open_sources, read_image
 from edgedet.runtime.timing import StageTimes
@@ -43,19 +43,16 @@ class ExportedModel:
 
     def __init__(self, backend: Backend, conf: float | None = None) -> None:
         self.backend = backend
-        self.metadata: dict[str, Any] = backend.metadata
+        self.metadata: GraphMetadata = backend.metadata
         try:
             check_outputs(backend.output_names)
         except ValueError as e:
-            from edgedet.runtime.metadata import GraphFileError
-
             raise GraphFileError(f"{backend.path}: {e}") from None
         self.conf = conf
-        self.task: str = self.metadata["task"]
-        self.class_names: tuple[str, ...] = tuple(self.metadata.get("class_names") or ())
+        self.task: str = self.metadata.task
+        self.class_names: tuple[str, ...] = self.metadata.class_names
         self.input_size: tuple[int, int] = backend.input_size
-        pad = self.metadata.get("letterbox", {}).get("pad_value", 114)
-        self.pad_value = tuple(int(v) for v in pad) if isinstance(pad, (list, tuple)) else int(pad)
+        self.pad_value: tuple[int, ...] = self.metadata.letterbox.pad_value
         self._buffer: np.ndarray | None = None
 
     @property
@@ -66,8 +63,8 @@ class ExportedModel:
     @property
     def nms_conf(self) -> float | None:
         """The score threshold baked into the graph's NMS, if any."""
-        nms = self.metadata.get("nms") or {}
-        return float(nms["conf"]) if "conf" in nms else None
+        nms = self.metadata.nms
+        return None if nms is None else nms.conf
 
     def prepare(self, image: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, Letterbox]:
         """Letterbox one BGR (or grey, or BGRA) frame into ``out`` ``[H, W, 3]`` (reused when given)."""
@@ -199,7 +196,7 @@ class ExportedModel:
 
     def __repr__(self) -> str:
         h, w = self.input_size
-        return (f"ExportedModel({self.metadata.get('model')!r}, task={self.task!r}, input={h}x{w}, "
+        return (f"ExportedModel({self.metadata.model!r}, task={self.task!r}, input={h}x{w}, "
                 f"backend={self.backend.name!r}, providers={self.backend.providers})")
 
 

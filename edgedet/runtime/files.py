@@ -7,7 +7,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import Iterator
 
 __all__ = ["atomic_write_bytes", "atomic_path", "file_digest"]
 

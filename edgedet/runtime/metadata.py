@@ -3,6 +3,12 @@
 ONNX files carry it as the ``metadata_props`` entry ``edgedet`` (a JSON document); TorchScript
 files (zip archives) as the extra file ``edgedet.json``. Both are read here with the standard
 library, onnx or onnxruntime, so an edge device can inspect any exported graph.
+
+:func:`read_metadata` is the one reader: it checks the document against its schema and returns a
+:class:`GraphMetadata`, so a missing or mistyped field is one clear :class:`GraphFileError` naming
+the file and the field, not a ``KeyError`` somewhere downstream. Documents without a ``schema``
+key (written before it existed) are schema 1; unknown keys are ignored. The raw document stays
+available as :attr:`GraphMetadata.doc` for family extras (strides, anchors, grid) and reports.
 """
 
 from __future__ import annotations
@@ -10,19 +16,262 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from edgedet import __version__
 from edgedet.errors import EdgedetError
 
-__all__ = ["METADATA_KEY", "TORCHSCRIPT_EXTRA_FILE", "GraphFileError", "graph_format", "read_metadata"]
+__all__ = ["METADATA_KEY", "TORCHSCRIPT_EXTRA_FILE", "SCHEMA_VERSION", "GraphFileError", "GraphMetadata",
+           "InputSpec", "LetterboxSpec", "NmsSpec", "SegmentationSpec", "SourceSpec", "graph_format",
+           "read_metadata"]
 
 METADATA_KEY = "edgedet"
 TORCHSCRIPT_EXTRA_FILE = "edgedet.json"
+SCHEMA_VERSION = 1  # the newest document layout this edgedet reads (and export writes)
 
 
 class GraphFileError(EdgedetError):
     """A file that is not an exported graph, or lacks edgedet metadata."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The graph's input tensor: uint8 NHWC BGR frames, or float32 NCHW RGB 0..1 (``--input float``)."""
+
+    name: str
+    layout: str
+    dtype: str
+    color: str
+    height: int
+    width: int
+    dynamic_batch: bool
+    dynamic_size: bool
+    size_multiple: int
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(height, width)`` the graph was exported at."""
+        return self.height, self.width
+
+
+@dataclass(frozen=True)
+class LetterboxSpec:
+    """How frames become network inputs (the runtime's one letterbox rule); the border fill."""
+
+    pad_value: tuple[int, ...]
+    stride: int
+
+
+@dataclass(frozen=True)
+class NmsSpec:
+    """The NMS baked into a detector graph (fields as :class:`edgedet.export.deploy.NMSSettings`)."""
+
+    conf: float
+    iou: float
+    max_det: int
+    max_candidates: int
+    agnostic: bool
+
+
+@dataclass(frozen=True)
+class SegmentationSpec:
+    """Segmenters: the class ids of background and of ignored pixels, and the class names."""
+
+    background: int
+    ignore: int
+    class_names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Where the exported weights came from: ``random-init``, ``checkpoint`` or ``darknet``."""
+
+    kind: str
+    checkpoint: str | None = None
+    weights: str | None = None
+    sha256: str | None = None
+
+    @property
+    def file(self) -> str | None:
+        """The recorded weights file (checkpoint or darknet weights), if any."""
+        return self.checkpoint or self.weights
+
+
+@dataclass(frozen=True)
+class GraphMetadata:
+    """An exported graph's metadata document, checked and typed.
+
+    Attributes:
+        schema: the document layout version (1 when the document predates the key).
+        edgedet_version: the edgedet that exported the graph.
+        model, family, task: the registered model, its family and ``detection``,
+            ``localization`` or ``segmentation``.
+        class_names, num_classes: the model's classes.
+        input: the input tensor. letterbox: the border fill (and stride) of the letterbox rule.
+        outputs: the graph's output names, in output order.
+        precision: ``fp32``, ``fp16`` or ``int8``.
+        nms: detectors exported with NMS: its settings; otherwise ``None``.
+        segmentation: segmenters only.
+        config: the model configuration (rebuilds the PyTorch reference).
+        source: where the weights came from.
+        doc: the raw document, for reports and family extras (``strides``, ``anchors``, ``grid``).
+    """
+
+    schema: int
+    edgedet_version: str
+    model: str
+    family: str
+    task: str
+    class_names: tuple[str, ...]
+    num_classes: int
+    input: InputSpec
+    letterbox: LetterboxSpec
+    outputs: tuple[str, ...]
+    precision: str
+    nms: NmsSpec | None
+    segmentation: SegmentationSpec | None
+    config: dict[str, Any] = field(compare=False)
+    source: SourceSpec
+    doc: dict[str, Any] = field(repr=False, compare=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking the document
+
+_MISSING = object()
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# kind -> (accepts a JSON value, what it should be in words)
+_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "int": (_is_int, "an integer"),
+    "number": (lambda v: _is_int(v) or isinstance(v, float), "a number"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "object": (lambda v: isinstance(v, dict), "an object"),
+    "names": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of strings"),
+    "pixel": (lambda v: _is_int(v) or (isinstance(v, list) and bool(v) and all(_is_int(x) for x in v)),
+              "an integer or a list of integers"),
+}
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}"
+    return "a list" if isinstance(value, list) else "an object"
+
+
+class _Document:
+    """Typed look-ups into one metadata document; every failure names the file and the field."""
+
+    def __init__(self, doc: dict[str, Any], path: Path) -> None:
+        self.doc = doc
+        self.path = path
+        written = doc.get("edgedet_version")
+        self.written = written if isinstance(written, str) else "unknown"
+
+    def error(self, problem: str, hint: str = "") -> GraphFileError:
+        return GraphFileError(f"{self.path}: edgedet metadata {problem} "
+                              f"(written by edgedet {self.written}; this is {__version__}){hint}")
+
+    def get(self, where: str, kind: str, default: Any = _MISSING, nullable: bool = False) -> Any:
+        """The value at dotted path ``where`` (``input.height``), checked to be of ``kind``."""
+        obj: Any = self.doc
+        parts = where.split(".")
+        for depth, key in enumerate(parts):
+            if not isinstance(obj, dict):
+                parent = ".".join(parts[:depth])
+                raise self.error(f"field {parent} should be an object, not {_json_kind(obj)}")
+            if key not in obj:
+                if default is _MISSING:
+                    raise self.error(f"field {'.'.join(parts[:depth + 1])} is missing")
+                return default
+            obj = obj[key]
+        if obj is None and nullable:
+            return None
+        accepts, words = _KINDS[kind]
+        if not accepts(obj):
+            raise self.error(f"field {where} should be {words}, not {_json_kind(obj)}")
+        return float(obj) if kind == "number" else obj
+
+
+def _input(d: _Document) -> InputSpec:
+    return InputSpec(name=d.get("input.name", "str"), layout=d.get("input.layout", "str"),
+                     dtype=d.get("input.dtype", "str"), color=d.get("input.color", "str"),
+                     height=d.get("input.height", "int"), width=d.get("input.width", "int"),
+                     dynamic_batch=d.get("input.dynamic_batch", "bool"),
+                     dynamic_size=d.get("input.dynamic_size", "bool"),
+                     size_multiple=d.get("input.size_multiple", "int"))
+
+
+def _letterbox(d: _Document) -> LetterboxSpec:
+    pad = d.get("letterbox.pad_value", "pixel")
+    return LetterboxSpec(pad_value=tuple(pad) if isinstance(pad, list) else (pad,) * 3,
+                         stride=d.get("letterbox.stride", "int"))
+
+
+def _nms(d: _Document) -> NmsSpec | None:
+    if d.get("nms", "object", nullable=True) is None:
+        return None
+    return NmsSpec(conf=d.get("nms.conf", "number"), iou=d.get("nms.iou", "number"),
+                   max_det=d.get("nms.max_det", "int"), max_candidates=d.get("nms.max_candidates", "int"),
+                   agnostic=d.get("nms.agnostic", "bool"))
+
+
+def _segmentation(d: _Document) -> SegmentationSpec | None:
+    if d.get("segmentation", "object", default=None, nullable=True) is None:
+        return None
+    return SegmentationSpec(background=d.get("segmentation.background", "int"),
+                            ignore=d.get("segmentation.ignore", "int"),
+                            class_names=tuple(d.get("segmentation.class_names", "names")))
+
+
+def _source(d: _Document) -> SourceSpec:
+    optional = {key: d.get(f"source.{key}", "str", default=None, nullable=True)
+                for key in ("checkpoint", "weights", "sha256")}
+    return SourceSpec(kind=d.get("source.kind", "str"), **optional)
+
+
+def _typed(doc: Any, path: Path) -> GraphMetadata:
+    if not isinstance(doc, dict):
+        raise GraphFileError(f"{path}: edgedet metadata is not a JSON object")
+    d = _Document(doc, path)
+    schema = d.get("schema", "int", default=1)
+    if schema > SCHEMA_VERSION:
+        raise d.error(f"schema {schema} is newer than the schema {SCHEMA_VERSION} this edgedet reads",
+                      "; upgrade edgedet to run this graph")
+    if schema < 1:
+        raise d.error(f"schema {schema} is not a schema version")
+    return GraphMetadata(
+        schema=schema, edgedet_version=d.get("edgedet_version", "str"), model=d.get("model", "str"),
+        family=d.get("family", "str"), task=d.get("task", "str"),
+        class_names=tuple(d.get("class_names", "names")), num_classes=d.get("num_classes", "int"),
+        input=_input(d), letterbox=_letterbox(d), outputs=tuple(d.get("outputs", "names")),
+        precision=d.get("precision", "str"), nms=_nms(d), segmentation=_segmentation(d),
+        config=d.get("config", "object"), source=_source(d), doc=doc)
+
+
+def _parse(text: str | bytes, path: Path) -> GraphMetadata:
+    try:
+        doc = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        raise GraphFileError(f"{path}: edgedet metadata is not valid JSON") from None
+    return _typed(doc, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the files
 
 
 def graph_format(path: str | os.PathLike) -> str:
@@ -35,17 +284,7 @@ def graph_format(path: str | os.PathLike) -> str:
     raise GraphFileError(f"{path}: not an exported graph (expected .onnx or .torchscript)")
 
 
-def _parse(text: str | bytes, path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(text)
-    except (ValueError, UnicodeDecodeError):
-        raise GraphFileError(f"{path}: edgedet metadata is not valid JSON") from None
-    if not isinstance(doc, dict) or "model" not in doc or "task" not in doc:
-        raise GraphFileError(f"{path}: edgedet metadata lacks 'model' or 'task'")
-    return doc
-
-
-def _onnx_metadata(path: Path) -> dict[str, Any]:
+def _onnx_metadata(path: Path) -> GraphMetadata:
     props: dict[str, str]
     try:
         import onnx
@@ -70,7 +309,7 @@ def _onnx_metadata(path: Path) -> dict[str, Any]:
     return _parse(props[METADATA_KEY], path)
 
 
-def _torchscript_metadata(path: Path) -> dict[str, Any]:
+def _torchscript_metadata(path: Path) -> GraphMetadata:
     try:
         with zipfile.ZipFile(path) as archive:
             names = [n for n in archive.namelist() if n.endswith(f"/extra/{TORCHSCRIPT_EXTRA_FILE}")]
@@ -82,8 +321,8 @@ def _torchscript_metadata(path: Path) -> dict[str, Any]:
         raise GraphFileError(f"{path}: not a readable TorchScript file") from None
 
 
-def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The metadata document of an exported ``.onnx`` or ``.torchscript`` file."""
+def read_metadata(path: str | os.PathLike) -> GraphMetadata:
+    """The checked metadata of an exported ``.onnx`` or ``.torchscript`` file."""
     path = Path(path)
     fmt = graph_format(path)
     if not path.is_file():

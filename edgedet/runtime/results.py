@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgedet.runtime.letterbox import Letterbox
+from edgedet.runtime.metadata import GraphMetadata
 
 __all__ = ["Result", "decode_outputs", "check_outputs", "rle_encode", "rle_decode", "RAW_CANDIDATE_CAP"]
 
@@ -133,7 +134,7 @@ def _empty(task: str, names: tuple[str, ...], size: tuple[int, int], raw: bool =
                   size, raw=raw)
 
 
-def decode_outputs(outputs: dict[str, np.ndarray], index: int, letterbox: Letterbox, metadata: dict[str, Any],
+def decode_outputs(outputs: dict[str, np.ndarray], index: int, letterbox: Letterbox, metadata: GraphMetadata,
                    conf: float | None) -> Result:
     """Image ``index`` of a batch of graph outputs -> a :class:`Result` in source pixels.
 
@@ -145,12 +146,12 @@ def decode_outputs(outputs: dict[str, np.ndarray], index: int, letterbox: Letter
         conf: keep detections scoring at least this (``None``: what the graph kept, or 0.25 for
             graphs that do not threshold).
     """
-    names = tuple(metadata.get("class_names") or ())
-    task = metadata["task"]
+    names, task = metadata.class_names, metadata.task
     size = letterbox.source_size
     if "mask" in outputs:
         mask = letterbox.mask_to_source(outputs["mask"][index])
-        result = _empty("segmentation", tuple(metadata.get("segmentation", {}).get("class_names") or names), size)
+        segmentation = metadata.segmentation
+        result = _empty("segmentation", (segmentation and segmentation.class_names) or names, size)
         result.mask = mask
         return result
     if "num_dets" in outputs:

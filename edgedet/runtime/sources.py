@@ -29,7 +29,8 @@ from edgedet.errors import EdgedetError
 from edgedet.runtime.letterbox import Letterbox
 
 __all__ = ["SourceError", "Frame", "Source", "ImageSource", "VideoSource", "CaptureGroup", "open_sources",
-           "parse_source", "read_image", "quiet_video_logs", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "STREAM_SCHEMES"]
+           "parse_source", "read_image", "quiet_video_logs", "wait_unless_stopped", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES",
+           "STREAM_SCHEMES"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".jp2")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts",
@@ -155,6 +156,14 @@ class ImageSource(Source):
         return None
 
 
+def wait_unless_stopped(seconds: float, stop: threading.Event | None) -> bool:
+    """Sleep ``seconds``, or less when ``stop`` is set meanwhile; ``True`` when it was."""
+    if stop is None:
+        time.sleep(seconds)
+        return False
+    return stop.wait(seconds)
+
+
 class VideoSource(Source):
     """A video file, a camera or a network stream, read with ``cv2.VideoCapture``.
 
@@ -165,10 +174,14 @@ class VideoSource(Source):
         open_timeout: seconds to wait for a camera or stream to open (and a stream to give a frame).
         reconnect_attempts: how often a lost stream or camera is reopened (backoff 0.5 s doubling
             to 8 s) before it is given up; ``0`` ends it at the first failure.
+        backoff: the first reconnect delay in seconds.
+        wait: how a backoff delay is waited out, ``(seconds, stop event or None) -> stopped``;
+            :func:`wait_unless_stopped` unless a caller (a test) wants to see the delays asked for.
     """
 
     def __init__(self, target: str | int, kind: str, name: str, vid_stride: int = 1, open_timeout: float = 10.0,
-                 reconnect_attempts: int = 5, backoff: float = 0.5) -> None:
+                 reconnect_attempts: int = 5, backoff: float = 0.5,
+                 wait: Callable[[float, threading.Event | None], bool] = wait_unless_stopped) -> None:
         super().__init__(name)
         self.target = target
         self.kind = kind
@@ -177,6 +190,7 @@ class VideoSource(Source):
         self.open_timeout = open_timeout
         self.reconnect_attempts = reconnect_attempts
         self.backoff = backoff
+        self._wait = wait
         self._cap: cv2.VideoCapture | None = None
         self._position = 0  # frames consumed from the capture (read or grabbed)
         self._skip = 0  # frames to grab before the next one kept (--vid-stride)
@@ -227,11 +241,8 @@ class VideoSource(Source):
             self._cap = None
         delay = self.backoff
         for _ in range(self.reconnect_attempts):
-            if stop is not None:
-                if stop.wait(delay):
-                    return False
-            else:
-                time.sleep(delay)
+            if self._wait(delay, stop):
+                return False
             delay = min(delay * 2, 8.0)
             cap = self._new_capture()
             if cap is not None and cap.isOpened():
@@ -395,6 +406,7 @@ class _Capture:
         self.maxsize = maxsize
         self.frames: collections.deque[Frame] = collections.deque()
         self.dropped = 0
+        self.waits = 0  # times the queue was full and the reader waited for the consumer
         self.finished = False
         self.thread: threading.Thread | None = None
 
@@ -439,7 +451,25 @@ class CaptureGroup:
 
     @property
     def dropped(self) -> int:
+        """Frames live sources discarded because the consumer was behind."""
         return sum(c.dropped for c in self._captures)
+
+    @property
+    def waits(self) -> int:
+        """Times a source that never drops found its queue full and waited for the consumer."""
+        return sum(c.waits for c in self._captures)
+
+    @property
+    def queued(self) -> int:
+        """Frames read and not yet taken."""
+        with self._cond:
+            return self._ready()
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float | None = None) -> bool:
+        """Block until ``condition()`` holds, checked whenever a reader queues, drops or waits for
+        room, or a source ends; ``False`` when ``timeout`` passes first."""
+        with self._cond:
+            return self._cond.wait_for(condition, timeout)
 
     def start(self) -> "CaptureGroup":
         """Start the reader threads (once; later calls do nothing)."""
@@ -473,6 +503,8 @@ class CaptureGroup:
                             if stale.input is not None:
                                 self._free.append(stale.input)
                         else:
+                            capture.waits += 1
+                            self._cond.notify_all()
                             self._cond.wait_for(lambda: len(capture.frames) < capture.maxsize
                                                 or self.stop_event.is_set())
                             if self.stop_event.is_set():

@@ -1,5 +1,5 @@
-"""Training: checkpoints now; losses, metrics and the training loop arrive with the training issue."""
+"""Training: options, the run loop, losses, evaluators and metrics, checkpoints.
 
-from edgedet.train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-
-__all__ = ["save_checkpoint", "load_checkpoint", "model_from_checkpoint"]
+Import the submodules (``edgedet.train.trainer``, ``edgedet.train.checkpoint``, ...); this package
+imports nothing itself, so the CLI can read :mod:`edgedet.train.options` without torch.
+"""

@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["shape_iou", "kmeans_anchors"]
+from edgedet.runtime.boxes import shape_iou
 
-
-def shape_iou(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:
-    """IoU of box shapes ``wh[N, 2]`` against ``anchors[K, 2]`` placed on a common centre -> [N, K]."""
-    inter = np.minimum(wh[:, None, 0], anchors[None, :, 0]) * np.minimum(wh[:, None, 1], anchors[None, :, 1])
-    return inter / (wh[:, None].prod(-1) + anchors[None].prod(-1) - inter)
+__all__ = ["kmeans_anchors"]
 
 
 def kmeans_anchors(wh: np.ndarray, k: int, seed: int = 0, iterations: int = 100) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 Every loss is an ``nn.Module`` called as ``loss(head, targets) -> (total, parts)``: ``total`` a
 scalar to back-propagate, ``parts`` a dict of detached scalar components for logging. Targets are
-the layouts built by :func:`edgedet.data.transforms.collate`.
+the layouts of each family's target encoder (:meth:`edgedet.models.spec.FamilySpec.target_encoder`);
+a family's spec chooses its loss.
 
 - :class:`LocalizerLoss`: BCE on p_c for every image; box regression and class cross-entropy only
   for images holding an object (the seed's class target had a stray dimension).
@@ -25,30 +26,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edgedet.data.sample import IGNORE
-from edgedet.ops.boxes import box_area, cxcywh_to_xyxy
+from edgedet.ops.boxes import box_iou, cxcywh_to_xyxy, generalized_box_iou_pairs, shape_iou
+from edgedet.ops.yolo import YoloBoxCoder
 
-__all__ = ["LocalizerLoss", "GridLoss", "YoloLoss", "SegmentationLoss", "generalized_box_iou_pairs",
-           "build_loss", "BOX_LOSSES"]
+from edgedet.train.options import BOX_LOSSES
 
-BOX_LOSSES = ("xywh", "giou")
-
-
-def generalized_box_iou_pairs(a: Tensor, b: Tensor, eps: float = 1e-7) -> Tensor:
-    """GIoU of matching rows (Rezatofighi et al., CVPR 2019).
-
-    Args:
-        a (Tensor[N, 4]), b (Tensor[N, 4]): ``(x1, y1, x2, y2)`` boxes, compared row by row.
-
-    Returns:
-        Tensor[N]: IoU minus the fraction of the enclosing box covered by neither, in (-1, 1].
-    """
-    lt = torch.maximum(a[:, :2], b[:, :2])
-    rb = torch.minimum(a[:, 2:], b[:, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    union = box_area(a) + box_area(b) - inter
-    iou = inter / (union + eps)
-    enclose = (torch.maximum(a[:, 2:], b[:, 2:]) - torch.minimum(a[:, :2], b[:, :2])).clamp(min=0).prod(-1)
-    return iou - (enclose - union) / (enclose + eps)
+__all__ = ["LocalizerLoss", "GridLoss", "YoloLoss", "SegmentationLoss", "BOX_LOSSES"]
 
 
 class _SlotLoss(nn.Module):
@@ -159,6 +142,7 @@ class YoloLoss(nn.Module):
         self.box_loss = box_loss
         self.ignore_iou = ignore_iou
         self.box_weight, self.obj_weight, self.cls_weight = box_weight, obj_weight, cls_weight
+        self.coder = YoloBoxCoder(max_log_wh=8.0)  # the decoder's formulas; exp bounded while training
 
     def assign(self, targets: Tensor) -> tuple[Tensor, Tensor]:
         """Best anchor over all scales for every object, by IoU of shapes (boxes centred together).
@@ -168,10 +152,7 @@ class YoloLoss(nn.Module):
         """
         s, a = self.anchors.shape[:2]
         wh = (targets[:, 4:6] - targets[:, 2:4]).clamp(min=1e-6)  # (M, 2)
-        anchors = self.anchors.view(-1, 2)  # (S * A, 2)
-        inter = torch.minimum(wh[:, None], anchors[None]).prod(-1)  # (M, S * A)
-        iou = inter / (wh.prod(-1)[:, None] + anchors.prod(-1)[None] - inter)
-        best = iou.argmax(dim=1)
+        best = shape_iou(wh, self.anchors.view(-1, 2)).argmax(dim=1)  # over S * A anchors
         return best // a, best % a
 
     def forward(self, heads: Sequence[Tensor], targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -198,13 +179,11 @@ class YoloLoss(nn.Module):
             with torch.no_grad():
                 ys = torch.arange(h, device=device, dtype=p.dtype).view(1, 1, h, 1)
                 xs = torch.arange(w, device=device, dtype=p.dtype).view(1, 1, 1, w)
-                cx = (torch.sigmoid(p[..., 0]) + xs) * stride
-                cy = (torch.sigmoid(p[..., 1]) + ys) * stride
-                pwh = torch.exp(p[..., 2:4].clamp(max=8.0)) * anchors.view(1, num_anchors, 1, 1, 2)
-                pred_boxes = cxcywh_to_xyxy(torch.stack((cx, cy, pwh[..., 0], pwh[..., 1]), dim=-1))
+                decoded = self.coder.decode(p[..., :4], xs, ys, anchors.view(1, num_anchors, 1, 1, 2), stride)
+                pred_boxes = cxcywh_to_xyxy(decoded)  # (B, A, H, W, 4)
                 ignore = torch.zeros(b, num_anchors, h, w, dtype=torch.bool, device=device)
                 if len(targets):
-                    iou = _batched_iou(pred_boxes.reshape(b, -1, 4), padded_gt)  # (B, A * H * W, G)
+                    iou = box_iou(pred_boxes.reshape(b, -1, 4), padded_gt)  # (B, A * H * W, G)
                     ignore = (iou.max(dim=2)[0] > self.ignore_iou).view(b, num_anchors, h, w)
 
             obj_target = torch.zeros(b, num_anchors, h, w, device=device)
@@ -217,18 +196,16 @@ class YoloLoss(nn.Module):
                 pos = p[img, a, gy, gx]  # (P, 5 + C)
                 obj_target[img, a, gy, gx] = 1.0
                 ignore[img, a, gy, gx] = False
+                cell = torch.stack((gx, gy), dim=1).to(p.dtype)  # (P, 2)
                 if self.box_loss == "xywh":
-                    txy = (cxcy / stride - torch.stack((gx, gy), dim=1).to(cxcy.dtype)).clamp(1e-4, 1 - 1e-4)
-                    twh = torch.log(wh / anchors[a])
+                    target = self.coder.encode(torch.cat((cxcy, wh), dim=1), cell, anchors[a], stride)
+                    txy, twh = target[:, :2].clamp(1e-4, 1 - 1e-4), target[:, 2:]
                     small = 2.0 - (wh[:, 0] / input_w) * (wh[:, 1] / input_h)  # (P,)
                     xy = F.binary_cross_entropy_with_logits(pos[:, :2], txy, reduction="none").sum(1)
                     whl = (pos[:, 2:4] - twh).pow(2).sum(1)
                     box_sum = box_sum + ((xy + whl) * small).sum()
                 else:
-                    pcx = (torch.sigmoid(pos[:, 0]) + gx.to(p.dtype)) * stride
-                    pcy = (torch.sigmoid(pos[:, 1]) + gy.to(p.dtype)) * stride
-                    pwh_pos = torch.exp(pos[:, 2:4].clamp(max=8.0)) * anchors[a]
-                    pbox = cxcywh_to_xyxy(torch.stack((pcx, pcy, pwh_pos[:, 0], pwh_pos[:, 1]), dim=1))
+                    pbox = cxcywh_to_xyxy(self.coder.decode(pos[:, :4], cell[:, 0], cell[:, 1], anchors[a], stride))
                     box_sum = box_sum + (1.0 - generalized_box_iou_pairs(pbox, gt_boxes[mine])).sum()
                 cls_target = F.one_hot(targets[mine, 1].long(), self.num_classes).to(p.dtype)
                 cls_sum = cls_sum + F.binary_cross_entropy_with_logits(pos[:, 5:], cls_target, reduction="sum")
@@ -254,15 +231,6 @@ def _pad_boxes_per_image(boxes: Tensor, image: Tensor, batch: int) -> Tensor:
     return out
 
 
-def _batched_iou(a: Tensor, b: Tensor, eps: float = 1e-9) -> Tensor:
-    """IoU of ``a[B, N, 4]`` with ``b[B, G, 4]`` per image -> ``Tensor[B, N, G]`` (empty boxes give 0)."""
-    lt = torch.maximum(a[:, :, None, :2], b[:, None, :, :2])
-    rb = torch.minimum(a[:, :, None, 2:], b[:, None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    union = box_area(a)[:, :, None] + box_area(b)[:, None, :] - inter
-    return inter / (union + eps)
-
-
 class SegmentationLoss(nn.Module):
     """``(logits[B, K, H, W], mask[B, H, W]) -> loss``: pixel cross-entropy, 255 ignored.
 
@@ -281,22 +249,3 @@ class SegmentationLoss(nn.Module):
         else:
             ce = F.cross_entropy(logits.float(), targets, weight=self.weight, ignore_index=IGNORE)
         return ce, {"ce": ce.detach()}
-
-
-def build_loss(family: str, model: nn.Module, box_loss: str = "xywh",
-               class_weights: Sequence[float] | None = None) -> nn.Module:
-    """The loss module for a model of ``family``."""
-    if family == "localizer":
-        return LocalizerLoss()
-    if family == "grid":
-        return GridLoss()
-    if family == "yolov3":
-        return YoloLoss(model.anchors, model.strides, model.cfg.num_classes, box_loss=box_loss)
-    if family == "unet":
-        if class_weights is not None and len(class_weights) != model.cfg.num_classes:
-            from edgedet.errors import EdgedetError
-
-            raise EdgedetError(f"{len(class_weights)} class weights given for {model.cfg.num_classes} classes "
-                               f"(background first)")
-        return SegmentationLoss(class_weights)
-    raise ValueError(f"no loss for family {family!r}")

@@ -4,22 +4,15 @@ Validation feeds uint8 BGR frames to :func:`edgedet.export.deploy.build_deploy_m
 module that export traces, so a score measures what an exported graph ships: the same
 preprocessing, decoding and NMS (at ``conf=0.001``, ``max_det=100``, as COCO scoring expects).
 
-Metrics per family (keys of :attr:`ValResult.metrics`):
-
-- localizer: ``accuracy``, ``mean_iou`` (see :class:`edgedet.train.metrics.PresenceMeter`), ``map50``,
-  ``map50_95`` (one detection per image);
-- grid: the same, accuracy and IoU per grid cell, mAP over the detections after NMS;
-- yolov3: ``map50``, ``map50_95``, ``map75``;
-- unet: ``mean_iou``, ``pixel_accuracy``, ``mean_accuracy``, ``mean_recall``, ``mean_precision``,
-  ``mean_f1`` and their ``weighted_`` forms.
-
-``fitness`` ranks checkpoints: ``(accuracy + mean_iou) / 2`` for localizer and grid,
-``0.1 map50 + 0.9 map50_95`` for yolov3, ``mean_iou`` for unet.
+The family's spec chooses the evaluator and the metrics (see :mod:`edgedet.train.evaluators`):
+localizer and grid ``accuracy``, ``mean_iou``, ``map50``, ``map50_95``; detectors ``map50``,
+``map50_95``, ``map75``; segmenters ``mean_iou``, ``pixel_accuracy`` and more. ``fitness``, the
+number that ranks checkpoints, is the spec's too: ``(accuracy + mean_iou) / 2`` for localizer and
+grid, ``0.1 map50 + 0.9 map50_95`` for YOLOv3, ``mean_iou`` for U-Net.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,16 +21,14 @@ from torch import nn
 
 from edgedet.data.sample import segmentation_class_names
 from edgedet.data.spec import build_dataset
-from edgedet.data.transforms import TrainingSet, collate
+from edgedet.data.transforms import Collate, TrainingSet
 from edgedet.errors import DataError, EdgedetError
 from edgedet.export.deploy import NMSSettings, build_deploy_module
 from edgedet.models.layers import class_names_of
-from edgedet.models.registry import get_entry
-from edgedet.ops.boxes import cxcywh_to_xyxy
+from edgedet.models.registry import get_entry, spec_of
 from edgedet.ops.nms import selection_order
-from edgedet.train.metrics import ConfusionMeter, DetectionMeter, PresenceMeter
 
-__all__ = ["ValResult", "evaluate", "val_loader", "EVAL_NMS", "fitness_of", "check_data_fits", "class_names_for",
+__all__ = ["ValResult", "evaluate", "val_loader", "EVAL_NMS", "check_data_fits", "class_names_for",
            "validate_checkpoint"]
 
 EVAL_NMS = NMSSettings(conf=0.001, iou=0.45, max_det=100)
@@ -88,15 +79,6 @@ class ValResult:
         return self.metrics["fitness"]
 
 
-def fitness_of(family: str, metrics: dict[str, float]) -> float:
-    """The one number that ranks checkpoints of ``family`` (higher is better)."""
-    if family in ("localizer", "grid"):
-        return 0.5 * (metrics["accuracy"] + metrics["mean_iou"])
-    if family == "yolov3":
-        return 0.1 * metrics["map50"] + 0.9 * metrics["map50_95"]
-    return metrics["mean_iou"]
-
-
 def check_data_fits(model_name: str, dataset) -> None:
     """:class:`DataError` when a dataset cannot train or score ``model_name`` (by task)."""
     entry = get_entry(model_name)
@@ -116,33 +98,11 @@ def class_names_for(model_name: str, dataset) -> tuple[str, ...]:
     return segmentation_class_names(names) if get_entry(model_name).task == "segmentation" else names
 
 
-def val_loader(val_set: TrainingSet, family: str, model: nn.Module, batch: int, workers: int = 0):
+def val_loader(val_set: TrainingSet, model: nn.Module, batch: int, workers: int = 0):
     """A DataLoader of uint8 frames and targets over ``val_set`` in order."""
-    grid = tuple(model.cfg.grid) if family == "grid" else None
     return torch.utils.data.DataLoader(
         val_set, batch_size=batch, shuffle=False, num_workers=workers,
-        collate_fn=_Collate(family, tuple(model.cfg.input_size), grid))
-
-
-class _Collate:
-    # A picklable collate function for DataLoader workers.
-    def __init__(self, family: str, input_size: tuple[int, int], grid: tuple[int, int] | None) -> None:
-        self.family, self.input_size, self.grid = family, input_size, grid
-
-    def __call__(self, samples):
-        return collate(samples, self.family, self.input_size, self.grid, frames=True)
-
-
-def _grid_truth(targets: torch.Tensor, input_size: tuple[int, int]):
-    # encode_grid targets [B, gh, gw, 6] -> flat per-cell presence, xyxy pixel boxes, labels.
-    b, gh, gw, _ = targets.shape
-    h, w = input_size
-    ys = torch.arange(gh, dtype=torch.float32).view(1, gh, 1)
-    xs = torch.arange(gw, dtype=torch.float32).view(1, 1, gw)
-    cx = (xs + targets[..., 1]) * (w / gw)
-    cy = (ys + targets[..., 2]) * (h / gh)
-    boxes = cxcywh_to_xyxy(torch.stack((cx, cy, targets[..., 3] * w, targets[..., 4] * h), dim=-1))
-    return targets[..., 0].reshape(-1) > 0.5, boxes.reshape(-1, 4), targets[..., 5].reshape(-1).long()
+        collate_fn=Collate(spec_of(model).target_encoder(model.cfg), frames=True))
 
 
 @torch.no_grad()
@@ -152,71 +112,19 @@ def evaluate(model: nn.Module, val_set: TrainingSet, *, batch: int = 64, device:
     wrapper. Leaves the model in eval mode on ``device``."""
     from tqdm import tqdm
 
-    family = get_entry(model.model_name).family
-    names = class_names_of(model.cfg)
+    spec = spec_of(model)
     model = model.to(device)
     module, _ = build_deploy_module(model, nms=EVAL_NMS, nms_module=BatchedNMS(EVAL_NMS))
     module = module.to(device)
-    size = tuple(model.cfg.input_size)
-    presence = PresenceMeter()
-    detections = DetectionMeter(model.cfg.num_classes, names)
-    confusion = ConfusionMeter(model.cfg.num_classes, names)
-    loader = val_loader(val_set, family, model, batch, workers)
+    evaluator = spec.evaluator(model)
+    loader = val_loader(val_set, model, batch, workers)
     for b in tqdm(loader, desc=desc, leave=False, disable=None if progress else True, dynamic_ncols=True):
-        frames = b["images"].to(device)
-        if family == "localizer":
-            score, box, label, class_scores = (t.cpu() for t in module(frames))
-            t = b["targets"]
-            true_box = cxcywh_to_xyxy(t[:, 1:5] * torch.tensor([size[1], size[0]] * 2, dtype=torch.float32))
-            presence.update(score, box, label, t[:, 0] > 0.5, true_box, t[:, 5].long())
-            det_score = score * class_scores.gather(1, label[:, None])[:, 0]
-            detections.update(box[:, None], det_score[:, None], label[:, None], None, b["boxes"], b["labels"])
-        elif family in ("grid", "yolov3"):
-            dense = module.dense(frames)  # (B, N, 5 + C)
-            if family == "grid":
-                pred = dense.cpu()
-                present, true_box, true_label = _grid_truth(b["targets"], size)
-                presence.update(pred[..., 4].reshape(-1), cxcywh_to_xyxy(pred[..., :4]).reshape(-1, 4),
-                                pred[..., 5:].argmax(-1).reshape(-1), present, true_box, true_label)
-            num, boxes, scores, labels = (t.cpu() for t in module.post(dense, frames))
-            detections.update(boxes, scores, labels, num, b["boxes"], b["labels"])
-        else:
-            (mask,) = module(frames)
-            confusion.update(mask.cpu(), b["targets"])
-
-    if family == "unet":
-        table = confusion.table()
-        metrics = {"mean_iou": table.mean["iou"], "pixel_accuracy": table.pixel_accuracy}
-        for m in ("accuracy", "recall", "precision", "f1"):
-            metrics[f"mean_{m}"] = table.mean[m]
-        for m in ("accuracy", "recall", "precision", "f1", "iou"):
-            metrics[f"weighted_{m}"] = table.weighted[m]
-        metrics = {k: (0.0 if math.isnan(v) else v) for k, v in metrics.items()}
-        details = {"segmentation": table.to_dict(), "confusion": confusion.matrix.tolist()}
-        report = table.format()
-    else:
-        coco = detections.compute()
-        metrics = {"map50": coco["map50"], "map50_95": coco["map50_95"], "map75": coco["map75"]}
-        if family in ("localizer", "grid"):
-            p = presence.compute()
-            metrics = {"accuracy": p["accuracy"], "mean_iou": p["mean_iou"], **metrics}
-        details = {"per_class": coco["per_class"], "num_objects": coco["num_objects"],
-                   "num_detections": coco["num_detections"]}
-        report = _detection_report(metrics, coco)
-    metrics["fitness"] = fitness_of(family, metrics)
+        b["images"] = b["images"].to(device)
+        evaluator.update(module, b)
+    metrics, details, report = evaluator.compute()
+    metrics["fitness"] = spec.fitness(metrics)
     details["num_images"] = len(val_set)
     return ValResult(metrics, details, report)
-
-
-def _detection_report(metrics: dict[str, float], coco: dict) -> str:
-    lines = ["  ".join(f"{k} {v:.4f}" for k, v in metrics.items())]
-    width = max([5] + [len(n) for n in coco["per_class"]])
-    lines.append(f"{'class':<{width}}  {'objects':>7}  {'AP50':>6}  {'AP50:95':>7}")
-    for name, row in coco["per_class"].items():
-        ap50 = "-" if row["ap50"] is None else f"{row['ap50']:.4f}"
-        ap = "-" if row["ap50_95"] is None else f"{row['ap50_95']:.4f}"
-        lines.append(f"{name:<{width}}  {row['objects']:>7}  {ap50:>6}  {ap:>7}")
-    return "\n".join(lines)
 
 
 def validate_checkpoint(weights: str, data: str | None = None, *, split: str = "val", batch: int = 64,

@@ -18,13 +18,14 @@ from edgedet.models import create_model
 from tests.conftest import assert_user_error, run_cli
 
 
+@pytest.mark.slow
 def test_random_init_export_writes_graphs_checkpoint_and_passes_its_check(tmp_path):
     result = run_cli("export", "--model", "grid", "--random-init", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.onnx", "grid.pt", "grid.torchscript"]
     assert result.stdout.count("PASS") >= 2 and "FAIL" not in result.stdout
     for name in ("grid.onnx", "grid.torchscript"):
-        meta = read_metadata(tmp_path / name)
+        meta = read_metadata(tmp_path / name).doc
         assert meta["model"] == "grid" and meta["task"] == "detection"
         assert meta["class_names"] == ["0", "1"]
         assert meta["input"] == {"name": "images", "layout": "NHWC", "dtype": "uint8", "color": "BGR",
@@ -39,6 +40,7 @@ def test_random_init_export_writes_graphs_checkpoint_and_passes_its_check(tmp_pa
     assert load_checkpoint(tmp_path / "grid.pt")["model"] == "grid"
 
 
+@pytest.mark.slow
 def test_info_reports_inputs_outputs_opset_and_operators(tmp_path):
     export_model("unet", tmp_path, ExportOptions(formats=("onnx",), dynamic=True, probs=True, check=False),
                  random_init=True, say=lambda m: None)
@@ -55,18 +57,20 @@ def test_info_reports_inputs_outputs_opset_and_operators(tmp_path):
                                                    "class_names": as_json["metadata"]["class_names"]}
 
 
+@pytest.mark.slow
 def test_checkpoint_export_and_imgsz(tmp_path):
     torch.manual_seed(1)
     ckpt = save_checkpoint(tmp_path / "tiny.pt", create_model("yolov3-tiny", num_classes=3, width=0.25))
     files = export_model("yolov3-tiny", tmp_path / "out", ExportOptions(imgsz=(96, 128)), weights=str(ckpt),
                          say=lambda m: None)
     assert all(f.check_passed for f in files)
-    meta = read_metadata(tmp_path / "out" / "yolov3-tiny.onnx")
+    meta = read_metadata(tmp_path / "out" / "yolov3-tiny.onnx").doc
     assert (meta["input"]["height"], meta["input"]["width"]) == (96, 128)
     assert meta["num_classes"] == 3 and meta["source"]["kind"] == "checkpoint"
     assert meta["strides"] == [32, 16] and len(meta["anchors"]) == 2
 
 
+@pytest.mark.slow
 def test_bad_inputs_give_one_error_line(tmp_path):
     out = str(tmp_path / "out")
     assert_user_error(run_cli("export", "--model", "yolov9", "--random-init", "--out", out),
@@ -95,6 +99,7 @@ def test_bad_inputs_give_one_error_line(tmp_path):
     assert usage.returncode == 2 and "Traceback" not in usage.stderr
 
 
+@pytest.mark.slow
 def test_weights_that_do_not_fit_name_the_tensor(tmp_path):
     ckpt = save_checkpoint(tmp_path / "loc.pt", create_model("localizer"))
     assert_user_error(run_cli("export", "--model", "grid", "--weights", str(ckpt), "--out", str(tmp_path / "o")),
@@ -143,6 +148,7 @@ def test_unknown_model_in_api_is_an_edgedet_error(tmp_path):
     assert onnx  # onnx is a test dependency of this module
 
 
+@pytest.mark.slow
 def test_triton_repository(tmp_path):
     result = run_cli("export", "--model", "yolov3-tiny", "--random-init", "--imgsz", "96,128", "--dynamic",
                      "--format", "onnx", "--no-check", "--out", str(tmp_path / "out"),
@@ -161,6 +167,7 @@ def test_triton_repository(tmp_path):
                               "--triton", str(tmp_path / "r2"), "--out", str(tmp_path / "o2")), "--triton")
 
 
+@pytest.mark.slow
 def test_darknet_weights_export(tmp_path):
     from edgedet.models.darknet import save_darknet_weights
 
@@ -170,18 +177,19 @@ def test_darknet_weights_export(tmp_path):
                      "--format", "onnx", "--out", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     assert "PASS" in result.stdout and "FAIL" not in result.stdout
-    meta = read_metadata(tmp_path / "out" / "yolov3-tiny.onnx")
+    meta = read_metadata(tmp_path / "out" / "yolov3-tiny.onnx").doc
     assert meta["source"]["kind"] == "darknet" and meta["source"]["weights"] == str(weights.resolve())
     assert meta["class_names"][0] == "person" and meta["num_classes"] == 80
 
 
+@pytest.mark.slow
 def test_int8_export_loads_runs_and_is_smaller(tmp_path):
     result = run_cli("export", "--model", "yolov3-tiny", "--random-init", "--imgsz", "96,128", "--format", "onnx",
                      "--int8", "--calib-samples", "4", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     fp32, int8 = tmp_path / "yolov3-tiny.onnx", tmp_path / "yolov3-tiny.int8.onnx"
     assert int8.stat().st_size < fp32.stat().st_size / 3
-    meta = read_metadata(int8)
+    meta = read_metadata(int8).doc
     assert meta["precision"] == "int8" and meta["quantization"]["calibration_frames"] == 4
     graph = onnx.load(str(int8))
     assert any(n.op_type == "QuantizeLinear" for n in graph.graph.node)
@@ -199,13 +207,14 @@ def test_int8_export_loads_runs_and_is_smaller(tmp_path):
 
 
 def test_no_weights_uses_the_shipped_checkpoint_else_says_what_to_pass(tmp_path, monkeypatch):
-    import edgedet.export.api as api
+    import edgedet.models.weights as weights
     from edgedet.runtime.files import file_digest
+    from edgedet.samples import checkpoint
 
     notes = []
     files = export_model("grid", tmp_path / "a", ExportOptions(formats=("onnx",), check=False), say=notes.append)
-    assert any("samples" in n for n in notes)
-    assert read_metadata(files[0].path)["source"]["sha256"] == file_digest(api.SAMPLE_CHECKPOINTS / "grid.pt")
-    monkeypatch.setattr(api, "SAMPLE_CHECKPOINTS", tmp_path / "none")
+    assert any("shipped with edgedet" in n for n in notes)
+    assert read_metadata(files[0].path).source.sha256 == file_digest(checkpoint("grid"))
+    monkeypatch.setattr(weights, "shipped_checkpoint", lambda name: None)
     with pytest.raises(EdgedetError, match="--weights.*--random-init"):
         export_model("unet", tmp_path / "b", ExportOptions(formats=("onnx",)), say=lambda m: None)

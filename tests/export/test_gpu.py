@@ -16,7 +16,8 @@ from edgedet.export.onnx import OnnxNMS, export_onnx
 from edgedet.export.torchscript import export_torchscript
 from edgedet.models import get_entry, list_models
 from edgedet.parity.compare import Tolerance, compare_outputs
-from tests.export.test_graphs import TEST_NMS, frames, lively_model
+from tests.conftest import lively_model, noise_frames
+from tests.export.test_graphs import TEST_NMS
 
 pytestmark = pytest.mark.gpu
 
@@ -31,7 +32,7 @@ def outputs(result):
 def test_torchscript_exported_on_cpu_runs_on_cuda(tmp_path, name, half):
     model = lively_model(name)
     nms = TEST_NMS if get_entry(name).task == "detection" else None
-    x = frames(model, 3, seed=7)
+    x = noise_frames(model, 3, seed=7)
     path = tmp_path / f"{name}.torchscript"
     cpu_module, names = build_deploy_module(model, nms=nms, half=half)  # exported (traced) on the CPU
     export_torchscript(cpu_module, torch.from_numpy(x[:2]), path, {"model": name, "task": "t"})
@@ -62,7 +63,7 @@ def test_onnx_on_cuda_provider_matches_cpu_provider(tmp_path, name):
 
     model = lively_model(name)
     nms = TEST_NMS if get_entry(name).task == "detection" else None
-    x = frames(model, 3, seed=8)
+    x = noise_frames(model, 3, seed=8)
     module, names = build_deploy_module(model, nms=nms, nms_module=OnnxNMS(nms) if nms else None)
     path = export_onnx(module, torch.from_numpy(x[:2]), tmp_path / f"{name}.onnx", names,
                        {"model": name, "task": "t"}, dynamic_hw=False)

@@ -16,41 +16,12 @@ from edgedet.export.onnx import OnnxNMS, export_onnx
 from edgedet.export.torchscript import export_torchscript
 from edgedet.models import create_model, get_entry, list_models
 from edgedet.parity.compare import Tolerance, compare_outputs
-from tests.conftest import SMALL_INPUT, SMALL_OVERRIDES
+from tests.conftest import SMALL_INPUT, SMALL_OVERRIDES, lively_model, noise_frames
 
 # Low threshold and small K: untrained detectors then have more candidates than max_det.
 TEST_NMS = NMSSettings(conf=0.05, iou=0.45, max_det=20)
 
-
-def lively_model(name: str):
-    """A small random model with spread-out outputs, like a trained one.
-
-    Fresh BatchNorm statistics (mean 0, var 1) shrink activations layer after layer, so an
-    untrained detector's scores collapse to its biases: thousands of exactly tied scores, where
-    NMS's choice is legitimately ambiguous. Calibrating BatchNorm on a batch of frames and
-    spreading the prediction biases gives distinct scores instead.
-    """
-    torch.manual_seed(0)
-    model = create_model(name, **SMALL_OVERRIDES.get(name, {}))
-    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-        bn.momentum = 1.0  # running stats := this batch's stats
-    preprocess = build_deploy_module(model, nms=None)[0]
-    model.train()
-    with torch.no_grad():
-        dense = preprocess.dense if hasattr(preprocess, "dense") else preprocess
-        dense.model(dense.preprocess(torch.from_numpy(frames(model, 4, seed=99))))
-        if get_entry(name).family == "yolov3":
-            for conv in (m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.bias is not None):
-                torch.nn.init.normal_(conv.bias, -1.0, 1.0)
-    return model.eval()
-
-
-def frames(model, batch: int, seed: int, size=None) -> np.ndarray:
-    h, w = size or SMALL_INPUT.get(model.model_name, model.cfg.input_size)
-    rng = np.random.default_rng(seed)
-    # Noise, not uniform scenes: a uniform image makes an untrained detector emit exactly tied
-    # scores at every interior cell, where NMS's choice is ambiguous (tested separately).
-    return rng.integers(0, 256, (batch, h, w, 3), dtype=np.uint8)
+frames = noise_frames  # the old name, still imported from here by tests/train/test_validate.py
 
 
 def variants():
@@ -74,7 +45,7 @@ def run_exported(fmt, path, names, x: np.ndarray):
 def export(tmp_path, model, fmt, nms: bool, dynamic: bool = False):
     settings = TEST_NMS if nms else None
     reference, names = build_deploy_module(model, nms=settings)
-    example = torch.from_numpy(frames(model, 2, seed=0))
+    example = torch.from_numpy(noise_frames(model, 2, seed=0))
     path = tmp_path / f"{model.model_name}.{fmt}"
     meta = {"model": model.model_name, "task": get_entry(model.model_name).task}
     if fmt == "onnx":
@@ -90,12 +61,13 @@ def reference_outputs(reference, x: np.ndarray):
         return [t.numpy() for t in reference(torch.from_numpy(x))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, fmt, nms", list(variants()))
 def test_exported_graph_matches_pytorch_at_batch_1_and_3(tmp_path, name, fmt, nms):
     model = lively_model(name)
     reference, names, path = export(tmp_path, model, fmt, nms)
     for batch, seed in ((1, 1), (3, 2)):
-        x = frames(model, batch, seed)
+        x = noise_frames(model, batch, seed)
         ref = reference_outputs(reference, x)
         out = run_exported(fmt, path, names, x)
         assert [o.shape for o in out] == [r.shape for r in ref]
@@ -126,7 +98,7 @@ def test_empty_scene_gives_no_detections_and_padding(tmp_path, fmt):
 def test_untrained_detector_has_more_candidates_than_max_det(tmp_path, fmt):
     model = lively_model("yolov3-tiny")
     reference, names, path = export(tmp_path, model, fmt, nms=True)
-    x = frames(model, 3, seed=5)
+    x = noise_frames(model, 3, seed=5)
     out = dict(zip(names, run_exported(fmt, path, names, x)))
     assert (out["num_dets"] == TEST_NMS.max_det).any(), out["num_dets"]
     raw = build_deploy_module(model, nms=None)[0]
@@ -139,12 +111,13 @@ def test_untrained_detector_has_more_candidates_than_max_det(tmp_path, fmt):
         assert (np.diff(out["scores"][i, :n]) <= 0).all()  # descending
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in list_models() if get_entry(n).family in ("yolov3", "unet")])
 def test_dynamic_graph_runs_at_a_second_size(tmp_path, name):
     model = lively_model(name)
     reference, names, path = export(tmp_path, model, "onnx", nms=True, dynamic=True)
     h, w = SMALL_INPUT[name]
-    x = frames(model, 2, seed=3, size=(h + 32, w + 64))
+    x = noise_frames(model, 2, seed=3, size=(h + 32, w + 64))
     ref = reference_outputs(reference, x)
     out = run_exported("onnx", path, names, x)
     for result in compare_outputs(names, ref, out, Tolerance()):
@@ -180,6 +153,7 @@ print([tuple(o.shape) for o in out])
     assert "(2, 20, 4)" in proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, fmt, nms", [v for v in variants() if v.values[1] == "torchscript"])
 def test_torchscript_has_no_tracing_device_baked_in(tmp_path, name, fmt, nms):
     """A file exported on a CPU must run on a GPU: no device constant may be left in its code (the
@@ -196,7 +170,7 @@ def test_half_precision_graph_loads_and_runs(tmp_path):
     model = lively_model("yolov3-tiny")
     reference, names = build_deploy_module(model, half=True, nms=TEST_NMS)
     module, _ = build_deploy_module(model, half=True, nms=TEST_NMS, nms_module=OnnxNMS(TEST_NMS))
-    x = frames(model, 2, seed=4)
+    x = noise_frames(model, 2, seed=4)
     path = export_onnx(module, torch.from_numpy(x), tmp_path / "half.onnx", names, {"model": "m", "task": "t"},
                        dynamic_hw=False)
     out = run_exported("onnx", path, names, x)
@@ -212,12 +186,13 @@ def test_half_precision_graph_loads_and_runs(tmp_path):
     assert compare_outputs(names, ref, out, Tolerance.fp16())[0].passed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_batch_whose_images_have_different_detection_counts(tmp_path, fmt):
     model = lively_model("yolov3")
     settings = NMSSettings(conf=0.7, iou=0.45, max_det=20)
     reference, names = build_deploy_module(model, nms=settings)
-    x = frames(model, 3, seed=2)
+    x = noise_frames(model, 3, seed=2)
     x[1] //= 2
     x[2] //= 4
     path = tmp_path / f"yolov3.{fmt}"

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import assert_user_error, run_cli
 
 
+@pytest.mark.slow
 def test_random_init_export_then_parity_passes_and_writes_json(tmp_path):
     out = tmp_path / "exported"
     assert run_cli("export", "--model", "grid", "--random-init", "--out", str(out), "--no-check").returncode == 0
@@ -26,6 +29,7 @@ def test_random_init_export_then_parity_passes_and_writes_json(tmp_path):
     assert cpu["inputs"][0]["results"][0]["name"] == "detections"
 
 
+@pytest.mark.slow
 def test_bad_inputs(tmp_path):
     assert_user_error(run_cli("parity", str(tmp_path / "missing.onnx")), "does not exist")
     junk = tmp_path / "junk.onnx"

@@ -50,6 +50,7 @@ def graphs(tmp_path_factory):
     return get
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch", [1, 4])
 @pytest.mark.parametrize("name, fmt, nms", list(variants()))
 def test_parity_matrix_cpu(graphs, name, fmt, nms, batch):
@@ -72,6 +73,7 @@ def _ort_gpu_providers() -> list[str]:
     return [p for p in ort.get_available_providers() if p in ("CUDAExecutionProvider", "TensorrtExecutionProvider")]
 
 
+@pytest.mark.slow
 @pytest.mark.gpu
 @pytest.mark.parametrize("name, fmt, nms", list(variants()))
 def test_parity_matrix_fp16_gpu(graphs, name, fmt, nms):
@@ -98,6 +100,7 @@ def _perturb_onnx(path, out, tensor_filter, delta=1e-2):
     return out
 
 
+@pytest.mark.slow
 def test_checker_fails_a_graph_with_one_weight_changed_by_1e_2(graphs, tmp_path):
     path = graphs("yolov3-tiny", "onnx", True)
     assert check_file(path, ParityOptions(samples=2, batch=2)).passed

@@ -2,8 +2,8 @@
 
 Graphs are exported once per test session (small variants, no simplification, no check), with
 metadata exactly as ``edgedet export`` writes it. Untrained detectors score everything alike and
-give no detections, so detectors here are "lively": BatchNorm calibrated on a batch of frames and
-head biases spread, which makes them emit boxes like a trained model would.
+give no detections, so the models are ``lively_model``s (see tests/conftest.py), which emit boxes
+like a trained model would.
 """
 
 from __future__ import annotations
@@ -14,51 +14,34 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import SMALL_OVERRIDES
+from tests.conftest import lively_model, noise_frames
 
 # Network inputs of the test graphs: small, and not square, so letterbox padding is exercised.
 TEST_INPUT = {"yolov3": (96, 128), "yolov3-tiny": (96, 128), "unet": (64, 96)}
 TEST_CONF = 0.25
 
 
-def export_graph(name: str, out_dir: Path, fmt: str = "onnx", nms: bool = True, lively: bool = True,
+def export_graph(name: str, out_dir: Path, fmt: str = "onnx", nms: bool = True,
                  imgsz: tuple[int, int] | None = None, file_name: str | None = None) -> Path:
-    """Export a small random ``name`` graph with full edgedet metadata; returns its path."""
+    """Export a small lively ``name`` graph with full edgedet metadata; returns its path."""
     import torch
 
     from edgedet.export.deploy import NMSSettings, build_deploy_module
     from edgedet.export.metadata import build_metadata
     from edgedet.export.onnx import OnnxNMS, export_onnx
     from edgedet.export.torchscript import export_torchscript
-    from edgedet.models import create_model, get_entry
+    from edgedet.models import get_entry
 
-    torch.manual_seed(0)
-    overrides = dict(SMALL_OVERRIDES.get(name, {}))
-    if imgsz or name in TEST_INPUT:
-        overrides["input_size"] = imgsz or TEST_INPUT[name]
-    model = create_model(name, **overrides)
+    model = lively_model(name, input_size=imgsz or TEST_INPUT.get(name))
     size = tuple(model.cfg.input_size)
-    frames = np.random.default_rng(99).integers(0, 256, (4, *size, 3), dtype=np.uint8)
     entry = get_entry(name)
-    if lively:
-        for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-            bn.momentum = 1.0  # running statistics := one batch's
-        preprocess = build_deploy_module(model, nms=None)[0]
-        preprocess = preprocess.dense.preprocess if hasattr(preprocess, "dense") else preprocess.preprocess
-        model.train()
-        with torch.no_grad():
-            model(preprocess(torch.from_numpy(frames)))
-            if entry.family == "yolov3":
-                for conv in (m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.bias is not None):
-                    torch.nn.init.normal_(conv.bias, -1.0, 1.0)
-    model.eval()
     settings = NMSSettings(conf=TEST_CONF, iou=0.45, max_det=30) if nms and entry.task == "detection" else None
     reference, names = build_deploy_module(model, nms=settings)
     path = out_dir / f"{file_name or name}.{fmt}"
     metadata = build_metadata(model, imgsz=size, input_format="uint8", dynamic=False, half=False, nms=settings,
                               output_names=names, source={"kind": "random-init"}, export_args={"test": True},
                               graph_format=fmt)
-    example = torch.from_numpy(frames[:2])
+    example = torch.from_numpy(noise_frames(model, 2, seed=0, size=size))
     if fmt == "onnx":
         module, _ = build_deploy_module(model, nms=settings, nms_module=OnnxNMS(settings) if settings else None)
         export_onnx(module, example, path, names, metadata, False, simplify=False)
@@ -138,14 +121,15 @@ class MjpegServer:
     def __init__(self, frames_per_connection: int | None = None, interval: float = 0.02,
                  size: tuple[int, int] = (120, 160), max_seconds: float = 30.0, stall: bool = False) -> None:
         import threading
-        import time
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         self.connections = 0
         self.frames_sent = 0
-        self._closing = threading.Event()
+        self._closing = threading.Event()  # set by close(), or after max_seconds: the camera stops
+        self._lifetime = threading.Timer(max_seconds, self._closing.set)
+        self._lifetime.daemon = True
+        self._lifetime.start()
         server = self
-        deadline = time.monotonic() + max_seconds
         base = scene(*size, seed=3)
 
         class Handler(BaseHTTPRequestHandler):
@@ -158,7 +142,7 @@ class MjpegServer:
                 self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
                 self.end_headers()
                 i = 0
-                while not server._closing.is_set() and time.monotonic() < deadline:
+                while not server._closing.is_set():
                     if frames_per_connection is not None and i >= frames_per_connection:
                         break
                     frame = np.roll(base, 5 * i, axis=1)
@@ -172,9 +156,9 @@ class MjpegServer:
                         return
                     server.frames_sent += 1
                     i += 1
-                    time.sleep(interval)
+                    server._closing.wait(interval)  # paces the fake camera; nothing asserts on time
                 if stall:
-                    server._closing.wait(max(0.0, deadline - time.monotonic()))
+                    server._closing.wait()
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
@@ -183,6 +167,7 @@ class MjpegServer:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/stream.mjpg"
 
     def close(self) -> None:
+        self._lifetime.cancel()
         self._closing.set()
         self._server.shutdown()
         self._server.server_close()

@@ -9,8 +9,10 @@ import onnxruntime as ort
 import pytest
 
 from edgedet.runtime import backends
-from edgedet.runtime.backends import (Backend, BackendError, ProviderWarning, _cpu_placements, _load_failure,
-                                      create_backend, physical_cores, resolve_providers)
+from edgedet.runtime.backends import (Backend, BackendError, ProviderWarning, create_backend, physical_cores,
+                                      resolve_providers)
+from edgedet.runtime.backends import ort as ort_backend
+from edgedet.runtime.backends.ort import _cpu_placements, _load_failure
 from edgedet.runtime.letterbox import letterbox
 from edgedet.runtime.metadata import GraphFileError, read_metadata
 from tests.runtime.conftest import scene
@@ -26,7 +28,7 @@ def test_onnxruntime_backend_on_the_cpu(graphs):
     backend = create_backend(path, providers="cpu")
     assert isinstance(backend, Backend) and backend.name == "onnxruntime"
     assert backend.providers == ["CPUExecutionProvider"]
-    assert backend.output_names == tuple(read_metadata(path)["outputs"]) == ("num_dets", "boxes", "scores", "labels")
+    assert backend.output_names == read_metadata(path).outputs == ("num_dets", "boxes", "scores", "labels")
     x = frames(backend, 3)
     out = backend.run(x)
     assert [o.dtype for o in out] == [np.int64, np.float32, np.float32, np.int64]
@@ -37,6 +39,18 @@ def test_onnxruntime_backend_on_the_cpu(graphs):
     np.testing.assert_allclose(alone[1], out[1][1:2], atol=1e-3)
     with pytest.raises(ValueError, match="uint8"):
         backend.run(x.astype(np.float32))
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_every_backend_checks_frames_against_the_graphs_input(graphs, fmt):
+    backend = create_backend(graphs("yolov3-tiny", fmt))
+    h, w = backend.input_size
+    with pytest.raises(ValueError, match=f"expected {h}x{w} frames"):
+        backend.run(np.zeros((1, h + 32, w, 3), np.uint8))
+    with pytest.raises(ValueError, match="at least one frame"):
+        backend.run(np.zeros((0, h, w, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"uint8 \[B, H, W, 3\]"):
+        backend.run(np.zeros((1, 3, h, w), np.uint8))
 
 
 def test_intra_op_threads_are_the_physical_cores(graphs):
@@ -84,7 +98,7 @@ def test_auto_falls_back_to_the_cpu_with_a_warning(graphs, monkeypatch):
     if not gpu:
         pytest.skip("this onnxruntime build has no GPU provider")
     # As on a machine with an NVIDIA driver whose CUDA libraries do not load.
-    monkeypatch.setattr(backends, "_nvidia_driver_present", lambda: True)
+    monkeypatch.setattr(ort_backend, "_nvidia_driver_present", lambda: True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         backend = create_backend(graphs("grid"))
@@ -95,7 +109,7 @@ def test_auto_falls_back_to_the_cpu_with_a_warning(graphs, monkeypatch):
 
 
 def test_auto_without_a_gpu_driver_is_quiet(graphs, monkeypatch):
-    monkeypatch.setattr(backends, "_nvidia_driver_present", lambda: False)
+    monkeypatch.setattr(ort_backend, "_nvidia_driver_present", lambda: False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         backend = create_backend(graphs("grid"))

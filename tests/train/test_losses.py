@@ -6,8 +6,8 @@ import torch
 from edgedet.data import build_dataset
 from edgedet.data.transforms import TrainingSet, collate
 from edgedet.models import create_model, get_entry
-from edgedet.train.losses import (GridLoss, LocalizerLoss, SegmentationLoss, YoloLoss, build_loss,
-                                  generalized_box_iou_pairs)
+from edgedet.ops.boxes import generalized_box_iou_pairs
+from edgedet.train.losses import GridLoss, LocalizerLoss, SegmentationLoss, YoloLoss
 
 
 def test_localizer_box_and_class_terms_only_where_an_object_is():
@@ -123,6 +123,7 @@ FAMILY_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", list(FAMILY_CASES))
 def test_a_few_steps_lower_the_loss(family):
     from edgedet.train.trainer import model_overrides_for
@@ -132,11 +133,12 @@ def test_a_few_steps_lower_the_loss(family):
     overrides = model_overrides_for(name, data, model_config=extra)
     torch.manual_seed(0)
     model = create_model(name, **overrides)
-    assert get_entry(name).family == family
+    spec = get_entry(name).spec
+    assert spec.family == family
     size = tuple(model.cfg.input_size)
-    items = TrainingSet(data, size, model.cfg.in_channels, with_semantic=family == "unet")
-    batch = collate([items[i] for i in range(len(items))], family, size, getattr(model.cfg, "grid", None))
-    loss_fn = build_loss(family, model)
+    items = TrainingSet(data, size, model.cfg.in_channels, with_semantic=spec.task == "segmentation")
+    batch = collate([items[i] for i in range(len(items))], spec.target_encoder(model.cfg))
+    loss_fn = spec.loss(model)
     opt = torch.optim.AdamW(model.parameters(), lr={"localizer": 1e-3, "unet": 1e-2}.get(family, 3e-3))
     model.train()
     losses = []

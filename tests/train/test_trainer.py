@@ -100,8 +100,9 @@ def test_resume_refusals(tmp_path):
         train(_options(tmp_path, epochs=1), say=_quiet, progress=False)
 
 
+@pytest.mark.slow
 def test_early_stopping(tmp_path, monkeypatch):
-    import edgedet.train.trainer as trainer
+    import edgedet.train.loop as loop
     from edgedet.train.validate import ValResult
 
     scores = iter([0.5, 0.4, 0.6, 0.3, 0.2, 0.9])
@@ -110,7 +111,7 @@ def test_early_stopping(tmp_path, monkeypatch):
         f = next(scores)
         return ValResult({"accuracy": f, "mean_iou": f, "fitness": f})
 
-    monkeypatch.setattr(trainer, "evaluate", fake_evaluate)
+    monkeypatch.setattr(loop, "evaluate", fake_evaluate)
     result = train(_options(tmp_path, epochs=6, patience=2), say=_quiet, progress=False)
     assert result.stopped == "early-stop" and result.epochs_run == 5 and result.best_epoch == 3
     assert load_checkpoint(tmp_path / "run" / "best.pt")["train"]["epoch"] == 3

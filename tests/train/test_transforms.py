@@ -1,10 +1,13 @@
 """Training transforms: letterboxing with targets, the graphs' preprocessing, per-family targets."""
 
+import dataclasses
+
 import numpy as np
 import torch
 
 from edgedet.data.transforms import TrainingSet, collate, fit_sample, hflip_sample, image_to_tensor
 from edgedet.export.deploy import Preprocess
+from edgedet.models import get_entry
 from edgedet.ops.grid import decode_grid_targets
 
 
@@ -44,18 +47,23 @@ def test_collate_targets_per_family():
                         "labels": np.zeros(0, np.int64), "semantic": np.zeros((40, 80), np.uint8)}, (40, 80), 3, 2,
                        with_semantic=True)
     batch = [*samples, empty]
-    loc = collate(batch, "localizer", (40, 80))
+
+    def encoder(name, **config):  # the family's target encoder for a (40, 80) input
+        entry = get_entry(name)
+        return entry.spec.target_encoder(dataclasses.replace(entry.config, input_size=(40, 80), **config))
+
+    loc = collate(batch, encoder("localizer"))
     assert loc["images"].shape == (3, 3, 40, 80) and loc["images"].dtype == torch.float32
     torch.testing.assert_close(loc["targets"][0], torch.tensor([1.0, 30 / 80, 15 / 40, 20 / 80, 10 / 40, 2]))
     assert loc["targets"][2].tolist() == [0, 0, 0, 0, 0, -1]
-    grid = collate(batch, "grid", (40, 80), grid=(2, 4))
+    grid = collate(batch, encoder("grid", grid=(2, 4)))
     boxes, labels = decode_grid_targets(grid["targets"][0], (40, 80))
     torch.testing.assert_close(boxes, torch.tensor([[20.0, 10, 40, 20]]))
-    yolo = collate(batch, "yolov3", (40, 80))
+    yolo = collate(batch, encoder("yolov3-tiny"))
     assert yolo["targets"].tolist() == [[0, 2, 20, 10, 40, 20], [1, 2, 20, 10, 40, 20]]
-    seg = collate(batch, "unet", (40, 80))
+    seg = collate(batch, encoder("unet"))
     assert seg["targets"].dtype == torch.int64 and seg["targets"][0, 15, 30] == 3
-    frames = collate(batch, "unet", (40, 80), frames=True)["images"]
+    frames = collate(batch, encoder("unet"), frames=True)["images"]
     assert frames.dtype == torch.uint8 and frames.shape == (3, 40, 80, 3)
 
 

@@ -1,0 +1,117 @@
+"""Export options: what ``edgedet export`` takes, checked in one place; no torch needed to read them.
+
+The CLI takes its defaults from these dataclasses, so a default lives here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from edgedet.errors import EdgedetError
+
+__all__ = ["ExportError", "NMSSettings", "ExportOptions", "FORMATS", "INPUT_FORMATS"]
+
+
+class ExportError(EdgedetError):
+    """Contradictory or impossible export options."""
+
+
+@dataclass(frozen=True)
+class NMSSettings:
+    """Post-processing of detectors.
+
+    Attributes:
+        conf: keep (box, class) pairs whose score (objectness x class probability) is above this.
+        iou: suppress a box whose IoU with a better box of the same class is above this.
+        max_det: K, detections per image in the output.
+        max_candidates: per image, only the best this many boxes (by best class score) enter
+            NMS, which bounds its cost on crowded or untrained outputs.
+        agnostic: one NMS over all classes (each box keeps its best class).
+    """
+
+    conf: float = 0.25
+    iou: float = 0.45
+    max_det: int = 100
+    max_candidates: int = 3000
+    agnostic: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+FORMATS = ("onnx", "torchscript")
+INPUT_FORMATS = ("uint8", "float")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What ``edgedet export`` takes; the CLI's defaults are these fields' defaults.
+
+    Attributes:
+        formats: files to write, from :data:`FORMATS`.
+        imgsz: input ``(H, W)``; None: the model's.
+        dynamic: free height and width as well (batch is always dynamic).
+        half: fp16 weights and activations (decoding and NMS stay fp32).
+        nms: NMS settings baked into detector graphs; None: raw ``predictions``.
+        input_format: ``uint8`` (NHWC BGR frames) or ``float`` (NCHW RGB 0..1).
+        opset: ONNX opset; None: :data:`edgedet.export.onnx.DEFAULT_OPSET`.
+        probs: segmenters also output class probabilities.
+        simplify: simplify the ONNX graph with onnxslim (kept only when it passes the check).
+        check: run every written file and compare it with PyTorch.
+        name: file stem; None: the model name.
+        triton: directory of a Triton model repository to write.
+        int8: also write ``<name>.int8.onnx``, statically quantised.
+        calib_data: dataset spec of the calibration frames; None: the family's dataset.
+        calib_samples: calibration frames.
+    """
+
+    formats: tuple[str, ...] = FORMATS
+    imgsz: tuple[int, int] | None = None
+    dynamic: bool = False
+    half: bool = False
+    nms: NMSSettings | None = NMSSettings()
+    input_format: str = "uint8"
+    opset: int | None = None
+    probs: bool = False
+    simplify: bool = True
+    check: bool = True
+    name: str | None = None
+    triton: str | None = None
+    int8: bool = False
+    calib_data: str | None = None
+    calib_samples: int = 64
+
+    def validate(self, model: str) -> None:
+        """Every check of these options for ``model``: :class:`ExportError` (or the registry's
+        :class:`ModelError` for an unknown model) before anything is loaded or written."""
+        from edgedet.export.onnx import MIN_OPSET
+        from edgedet.models.registry import get_entry
+
+        spec = get_entry(model).spec
+        bad = [f for f in self.formats if f not in FORMATS]
+        if bad or not self.formats:
+            raise ExportError(f"unknown format {', '.join(bad) or '(none)'}; choose from {', '.join(FORMATS)}")
+        if self.probs and spec.task != "segmentation":
+            raise ExportError("--probs applies to segmentation models only")
+        if self.nms is None and spec.task != "detection":
+            raise ExportError("--no-nms applies to detectors only")
+        if self.opset is not None and self.opset < MIN_OPSET:
+            raise ExportError(f"--opset {self.opset} is too old; the graph needs opset >= {MIN_OPSET}")
+        if self.int8 and "onnx" not in self.formats:
+            raise ExportError("--int8 quantises the ONNX graph: include onnx in --format")
+        if self.int8 and self.half:
+            raise ExportError("--int8 and --half contradict each other; give one")
+        if self.calib_data and not self.int8:
+            raise ExportError("--calib-data applies to --int8")
+        if self.calib_data:
+            from edgedet.data import parse_spec
+
+            parse_spec(self.calib_data)  # a bad spec fails before anything is written
+        if self.triton and "onnx" not in self.formats:
+            raise ExportError("--triton serves the ONNX graph: include onnx in --format")
+        if self.input_format not in INPUT_FORMATS:
+            raise ExportError(f"--input must be uint8 or float, got {self.input_format}")
+        if self.dynamic and spec.fixed_input:
+            raise ExportError(f"--dynamic: {model} has a fixed input size (its head depends on it)")
+
+
