@@ -30,7 +30,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from edgedet.bench import cpu_name
+from edgedet.bench import cpu_name, lively
 from edgedet.export.deploy import NMSSettings, build_deploy_module
 from edgedet.export.onnx import OnnxNMS, export_onnx
 from edgedet.models import create_model
@@ -39,19 +39,6 @@ from edgedet.runtime.letterbox import letterbox
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGE = REPO.parent / "shared" / "reference" / "darknet" / "dog.jpg"
 
-
-
-def lively(model: torch.nn.Module, frame: np.ndarray, bias: float) -> None:
-    """Calibrate BatchNorm on the photo and spread the prediction biases around ``bias``."""
-    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-        bn.momentum = 1.0
-    pre = build_deploy_module(model, nms=None)[0].dense.preprocess
-    model.train()
-    with torch.no_grad():
-        model(pre(torch.from_numpy(frame[None])))
-        for conv in (m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.bias is not None):
-            torch.nn.init.normal_(conv.bias, bias, 1.0)
-    model.eval()
 
 
 def time_session(path: Path, x: np.ndarray, iters: int, threads: int) -> list[float]:
@@ -86,7 +73,7 @@ def main() -> None:
             torch.manual_seed(0)
             model = create_model("yolov3-tiny").eval()
             if bias is not None:
-                lively(model, frame, bias)
+                lively(model, frame[None], bias)
             paths = {}
             for kind, nms in (("raw", None), ("nms", settings)):
                 module, names = build_deploy_module(model, nms=nms, nms_module=OnnxNMS(settings) if nms else None)

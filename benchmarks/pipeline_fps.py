@@ -79,6 +79,7 @@ def make_video(path: Path, frames: int) -> Path:
 def export_busy_detector(out_dir: Path, imgsz: int, first_frame: np.ndarray, bias: float) -> Path:
     import torch
 
+    from edgedet.bench import lively
     from edgedet.export.deploy import NMSSettings, build_deploy_module
     from edgedet.export.metadata import build_metadata
     from edgedet.export.onnx import OnnxNMS, export_onnx
@@ -87,15 +88,7 @@ def export_busy_detector(out_dir: Path, imgsz: int, first_frame: np.ndarray, bia
     torch.manual_seed(0)
     model = create_model("yolov3-tiny", input_size=(imgsz, imgsz))
     framed, _ = letterbox(first_frame, (imgsz, imgsz))
-    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-        bn.momentum = 1.0
-    pre = build_deploy_module(model, nms=None)[0].dense.preprocess
-    model.train()
-    with torch.no_grad():
-        model(pre(torch.from_numpy(framed[None])))
-        for conv in (m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.bias is not None):
-            torch.nn.init.normal_(conv.bias, bias, 1.0)
-    model.eval()
+    lively(model, framed[None], bias)
     settings = NMSSettings()
     module, names = build_deploy_module(model, nms=settings, nms_module=OnnxNMS(settings))
     metadata = build_metadata(model, imgsz=(imgsz, imgsz), input_format="uint8", dynamic=False, half=False,

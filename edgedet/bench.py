@@ -246,4 +246,29 @@ def records_json(rows: Sequence[BenchRecord]) -> list[dict]:
     return [asdict(r) for r in rows]
 
 
-__all__ += ["records_json", "eager_rows", "graph_rows", "bench_frames"]
+__all__ += ["records_json", "eager_rows", "graph_rows", "bench_frames", "lively"]
+
+
+def lively(model: torch.nn.Module, frames: np.ndarray, bias: float | None = None) -> torch.nn.Module:
+    """Make a seeded random model behave like a trained one, for benchmarks and tests of NMS.
+
+    Fresh BatchNorm statistics (mean 0, var 1) shrink activations layer after layer, so an
+    untrained detector's scores collapse to its biases: thousands of exactly tied scores, or no
+    detections at all. BatchNorm takes its statistics from one batch of ``frames`` (uint8
+    ``[B, H, W, 3]`` BGR, through the graphs' preprocessing); with ``bias``, every convolution bias
+    is drawn from N(bias, 1), which spreads the detector's scores (lower means fewer candidates).
+
+    Returns:
+        the model, in eval mode.
+    """
+    from edgedet.export.deploy import Preprocess
+
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.momentum = 1.0  # running statistics := one batch's
+    model.train()
+    with torch.no_grad():
+        model(Preprocess(model.cfg.in_channels)(torch.from_numpy(np.ascontiguousarray(frames))))
+        if bias is not None:
+            for conv in (m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.bias is not None):
+                torch.nn.init.normal_(conv.bias, bias, 1.0)
+    return model.eval()

@@ -56,7 +56,7 @@ def lively_model(name: str, input_size: tuple[int, int] | None = None):
     """
     import torch
 
-    from edgedet.export.deploy import build_deploy_module
+    from edgedet.bench import lively
     from edgedet.models import create_model, get_entry
 
     torch.manual_seed(0)
@@ -64,17 +64,8 @@ def lively_model(name: str, input_size: tuple[int, int] | None = None):
     if input_size is not None:
         overrides["input_size"] = tuple(input_size)
     model = create_model(name, **overrides)
-    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-        bn.momentum = 1.0  # running statistics := one batch's
-    deploy = build_deploy_module(model, nms=None)[0]
-    dense = deploy.dense if hasattr(deploy, "dense") else deploy
-    model.train()
-    with torch.no_grad():
-        dense.model(dense.preprocess(torch.from_numpy(noise_frames(model, 4, seed=99, size=input_size))))
-        if get_entry(name).family == "yolov3":
-            for conv in (m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.bias is not None):
-                torch.nn.init.normal_(conv.bias, -1.0, 1.0)
-    return model.eval()
+    spread = -1.0 if get_entry(name).spec.darknet else None  # YOLO's prediction biases
+    return lively(model, noise_frames(model, 4, seed=99, size=input_size), bias=spread)
 
 
 @dataclass

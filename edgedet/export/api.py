@@ -108,15 +108,38 @@ def _export_int8(fp32: Path, path: Path, model: nn.Module, imgsz: tuple[int, int
     return record
 
 
-def export_model(name: str, out_dir: str | os.PathLike, options: ExportOptions = ExportOptions(),
-                 weights: str | None = None, random_init: bool = False,
-                 say: Callable[[str], None] = print) -> list[ExportedFile]:
-    """Export ``name`` to every format in ``options`` under ``out_dir``; returns what was written."""
-    from edgedet.export.onnx import DEFAULT_OPSET, OnnxNMS, export_onnx
-    from edgedet.export.torchscript import export_torchscript
+@dataclass
+class _Job:
+    """One export: the model, its check frames and PyTorch reference, shared by every format."""
 
-    options.validate(name)
-    out_dir = Path(out_dir)
+    name: str
+    out_dir: Path
+    out_name: str
+    options: ExportOptions
+    model: nn.Module
+    source: dict[str, Any]
+    frames: np.ndarray  # uint8 [2, H, W, 3]: a real sample and an empty scene
+    example: torch.Tensor  # the frames in the graph's input format
+    reference: nn.Module  # eager deploy wrapper (also what TorchScript traces)
+    names: tuple[str, ...]  # output names
+
+    def path(self, fmt: str) -> Path:
+        return self.out_dir / f"{self.out_name}{SUFFIX[fmt]}"
+
+    def metadata(self, fmt: str, weights: str | None, random_init: bool) -> dict[str, Any]:
+        o = self.options
+        export_args = {k: v for k, v in asdict(o).items() if k != "nms"}
+        export_args.update(model=self.name, weights=weights, random_init=random_init)
+        return build_metadata(self.model, imgsz=tuple(self.model.cfg.input_size), input_format=o.input_format,
+                              dynamic=o.dynamic, half=o.half, nms=o.nms, output_names=self.names,
+                              source=self.source, export_args=export_args, graph_format=fmt)
+
+    def check(self, record: "ExportedFile") -> None:
+        record.check_passed, record.check = _check_file(record.format, record.path, self.reference, self.names,
+                                                        self.frames, self.example, self.options.half)
+
+
+def _writable(out_dir: Path) -> Path:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         probe = out_dir / f".edgedet-write-test-{os.getpid()}"
@@ -124,50 +147,75 @@ def export_model(name: str, out_dir: str | os.PathLike, options: ExportOptions =
         probe.unlink()
     except OSError as e:
         raise ExportError(f"cannot write to {out_dir}: {e.strerror or e}") from None
+    return out_dir
+
+
+def _write_onnx(job: _Job, metadata: dict[str, Any]) -> ExportedFile:
+    """The ONNX graph (NMS as ``NonMaxSuppression``); an onnxslim result is kept only if it checks."""
+    from edgedet.export.onnx import DEFAULT_OPSET, OnnxNMS, export_onnx
+
+    o = job.options
+    start = time.perf_counter()
+    opset = o.opset or DEFAULT_OPSET
+    metadata["opset"] = opset
+    module, _ = build_deploy_module(job.model, input_format=o.input_format, half=o.half, nms=o.nms,
+                                    nms_module=OnnxNMS(o.nms) if o.nms is not None else None, probs=o.probs)
+    path = job.path("onnx")
+    export_onnx(module, job.example, path, job.names, metadata, o.dynamic, opset, simplify=o.simplify)
+    record = ExportedFile("onnx", path, time.perf_counter() - start)
+    if o.check:
+        job.check(record)
+        if o.simplify and record.check_passed is False:  # onnxslim broke parity: keep the plain export
+            export_onnx(module, job.example, path, job.names, metadata, o.dynamic, opset, simplify=False)
+            record.notes.append("simplified graph failed the check; wrote the unsimplified graph")
+            job.check(record)
+    return record
+
+
+def _write_torchscript(job: _Job, metadata: dict[str, Any]) -> ExportedFile:
+    """The TorchScript file: the traced dense part with the scripted plain-torch NMS."""
+    from edgedet.export.torchscript import export_torchscript
+
+    start = time.perf_counter()
+    path = job.path("torchscript")
+    export_torchscript(job.reference, job.example, path, metadata)
+    record = ExportedFile("torchscript", path, time.perf_counter() - start)
+    if job.options.check:
+        job.check(record)
+    return record
+
+
+def export_model(name: str, out_dir: str | os.PathLike, options: ExportOptions = ExportOptions(),
+                 weights: str | None = None, random_init: bool = False,
+                 say: Callable[[str], None] = print) -> list[ExportedFile]:
+    """Export ``name`` to every format in ``options`` under ``out_dir``; returns what was written."""
+    options.validate(name)
+    out_dir = _writable(Path(out_dir))
     out_name = options.name or name
     model, source = load_export_model(name, weights, random_init, options.imgsz, out_dir, out_name, say)
-    imgsz = tuple(model.cfg.input_size)
     if options.half and not torch.cuda.is_available():
         say("note: --half on a machine without CUDA: exporting fp16 on the CPU (slow, checks may not run)")
-    frames = check_sample(model, imgsz)
+    frames = check_sample(model, tuple(model.cfg.input_size))
     example = torch.from_numpy(frames)
     if options.input_format == "float":
         example = example.flip(-1).permute(0, 3, 1, 2).float() / 255
     reference, names = build_deploy_module(model, input_format=options.input_format, half=options.half,
                                            nms=options.nms, probs=options.probs)
-    export_args = {k: v for k, v in asdict(options).items() if k != "nms"}
-    export_args.update(model=name, weights=weights, random_init=random_init)
+    job = _Job(name, out_dir, out_name, options, model, source, frames, example, reference, names)
     files: list[ExportedFile] = []
     for fmt in options.formats:
-        start = time.perf_counter()
-        path = out_dir / f"{out_name}{SUFFIX[fmt]}"
-        metadata = build_metadata(model, imgsz=imgsz, input_format=options.input_format,
-                                  dynamic=options.dynamic, half=options.half, nms=options.nms,
-                                  output_names=names, source=source, export_args=export_args,
-                                  graph_format=fmt)
-        if fmt == "onnx":
-            opset = options.opset or DEFAULT_OPSET
-            metadata["opset"] = opset
-            onnx_nms = OnnxNMS(options.nms) if options.nms is not None else None
-            module, _ = build_deploy_module(model, input_format=options.input_format, half=options.half,
-                                            nms=options.nms, nms_module=onnx_nms, probs=options.probs)
-            export_onnx(module, example, path, names, metadata, options.dynamic, opset, simplify=options.simplify)
-        else:
-            export_torchscript(reference, example, path, metadata)
-        record = ExportedFile(fmt, path, time.perf_counter() - start)
-        if options.check:
-            record.check_passed, record.check = _check_file(fmt, path, reference, names, frames, example, options.half)
-            if fmt == "onnx" and options.simplify and record.check_passed is False:
-                # onnxslim broke parity: keep the plain export instead.
-                export_onnx(module, example, path, names, metadata, options.dynamic, opset, simplify=False)
-                record.notes.append("simplified graph failed the check; wrote the unsimplified graph")
-                record.check_passed, record.check = _check_file(fmt, path, reference, names, frames, example, options.half)
+        metadata = job.metadata(fmt, weights, random_init)
+        if fmt == "torchscript":
+            files.append(_write_torchscript(job, metadata))
+            continue
+        record = _write_onnx(job, metadata)
         files.append(record)
-        if fmt == "onnx" and options.int8:
-            files.append(_export_int8(path, out_dir / f"{out_name}.int8.onnx", model, imgsz, options, names, frames))
-        if fmt == "onnx" and options.triton:
+        if options.int8:
+            files.append(_export_int8(record.path, out_dir / f"{out_name}.int8.onnx", model,
+                                      tuple(model.cfg.input_size), options, names, frames))
+        if options.triton:
             from edgedet.export.triton import write_triton_repository
 
-            model_dir = write_triton_repository(path, options.triton, out_name)
+            model_dir = write_triton_repository(record.path, options.triton, out_name)
             record.notes.append(f"wrote Triton model repository {model_dir}")
     return files

@@ -21,7 +21,6 @@ from tests.conftest import SMALL_INPUT, SMALL_OVERRIDES, lively_model, noise_fra
 # Low threshold and small K: untrained detectors then have more candidates than max_det.
 TEST_NMS = NMSSettings(conf=0.05, iou=0.45, max_det=20)
 
-frames = noise_frames  # the old name, still imported from here by tests/train/test_validate.py
 
 
 def variants():

@@ -15,7 +15,7 @@ from edgedet.models import get_entry, list_models
 from edgedet.parity.runner import ParityOptions, check_file, format_report
 from edgedet.train.checkpoint import save_checkpoint
 from tests.conftest import SMALL_INPUT
-from tests.export.test_graphs import lively_model
+from tests.conftest import lively_model
 
 PARITY_NMS = NMSSettings(conf=0.3, iou=0.45, max_det=20)
 

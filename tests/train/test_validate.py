@@ -7,7 +7,8 @@ import torch
 
 from edgedet.export.deploy import NMSSettings, TorchNMS, build_deploy_module
 from edgedet.train.validate import EVAL_NMS, BatchedNMS
-from tests.export.test_graphs import frames, lively_model
+from tests.conftest import lively_model
+from tests.conftest import noise_frames as frames
 
 
 def test_batched_nms_hand_case():
