@@ -28,7 +28,7 @@ from pathlib import Path
 import onnxruntime as ort
 import torch
 
-from edgedet.bench import eager_rows, graph_rows, cpu_name, gemm_gflops
+from edgedet.bench import MachineProbe, cpu_name, eager_rows, graph_rows
 from edgedet.export.api import ExportOptions, export_model
 from edgedet.export.deploy import NMSSettings, build_deploy_module
 from edgedet.models import create_model, get_entry, model_gflops
@@ -49,13 +49,14 @@ def bench_one(name: str, rounds: int, warmup: int, iters: int) -> dict:
         module, _ = build_deploy_module(model, nms=nms)
         by_format = {f.format: f.path for f in files}
         per_round = []
+        probe = MachineProbe()
         for r in range(rounds):
-            gemm = gemm_gflops()
-            rows = eager_rows(module, name, (1,), size, False, gflops, gemm, warmup, iters, print)
-            rows += graph_rows(by_format["torchscript"], ("torchscript",), "cpu", (1,), size, gflops, gemm,
+            rows = eager_rows(module, name, (1,), size, False, gflops, probe, warmup, iters, print)
+            rows += graph_rows(by_format["torchscript"], ("torchscript",), "cpu", (1,), size, gflops, probe,
                                 warmup, iters, print)
-            rows += graph_rows(by_format["onnx"], ("onnxruntime",), "cpu", (1,), size, gflops, gemm,
+            rows += graph_rows(by_format["onnx"], ("onnxruntime",), "cpu", (1,), size, gflops, probe,
                                 warmup, iters, print)
+            gemm = max(row.gemm_gflops for row in rows)  # the probes right next to this round's rows
             per_round.append({row.backend: row for row in rows} | {"gemm": gemm})
             print(f"{name} round {r + 1}: sgemm {gemm:.1f} GFLOP/s, "
                   + ", ".join(f"{row.backend} {row.p50_ms:.2f} ms" for row in rows))

@@ -12,6 +12,7 @@ with files, the graphs given are timed (``eager`` then needs the reference the m
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 import tempfile
@@ -52,6 +53,8 @@ class BenchRecord:
     fraction_of_gemm: float
     iters: int
     note: str = ""
+    others_busy: float | None = None  # share of the machine's CPU time other processes used meanwhile
+    under_load: bool = False  # others_busy above LOAD_FLAG: the figures understate this machine
 
 
 def cpu_name() -> str:
@@ -86,6 +89,51 @@ def gemm_gflops(n: int = 1024, seconds: float = 1.0, threads: int | None = None)
     return 2 * n ** 3 / best / 1e9
 
 
+# A row is flagged as measured under load when other processes used more than this share of the
+# machine's CPU time while it ran.
+LOAD_FLAG = 0.10
+
+
+def _cpu_seconds() -> tuple[float, float, float] | None:
+    """(busy seconds of all CPUs, total seconds of all CPUs, this process's CPU seconds), or None
+    where /proc/stat is not there."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    ticks = [int(v) for v in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    hz = os.sysconf("SC_CLK_TCK")
+    own = os.times()
+    return (sum(ticks[:8]) - idle) / hz, sum(ticks[:8]) / hz, own.user + own.system
+
+
+class MachineProbe:
+    """The machine's limit and load, measured right next to each timed row.
+
+    The sgemm rate (:func:`gemm_gflops`) is taken just before and just after a row, and the row
+    is judged against the better of the two, so a row never looks closer to the machine's limit
+    because the probe happened to run in a busy moment. Meanwhile /proc/stat says how much CPU time
+    other processes took; above :data:`LOAD_FLAG` the row is flagged as measured under load.
+    """
+
+    def __init__(self, seconds: float = 0.3, threads: int | None = None) -> None:
+        self.seconds, self.threads = seconds, threads
+
+    def measure(self, run: Callable[[], list[float]]) -> tuple[list[float], float, float | None]:
+        """``(times, gemm GFLOP/s, others' busy share or None)`` of ``run()``."""
+        before = gemm_gflops(seconds=self.seconds, threads=self.threads)
+        start = _cpu_seconds()
+        times = run()
+        end = _cpu_seconds()
+        after = gemm_gflops(seconds=self.seconds, threads=self.threads)
+        others = None
+        if start is not None and end is not None and end[1] > start[1]:
+            busy, total, own = (e - s for e, s in zip(end, start))
+            others = min(1.0, max(0.0, (busy - own) / total))
+        return times, max(before, after), others
+
+
 def time_call(fn: Callable[[], object], warmup: int, iters: int) -> list[float]:
     """Milliseconds of ``iters`` calls after ``warmup`` untimed ones."""
     for _ in range(warmup):
@@ -99,13 +147,15 @@ def time_call(fn: Callable[[], object], warmup: int, iters: int) -> list[float]:
 
 
 def _record(model: str, backend: str, providers: str, batch: int, imgsz: tuple[int, int], precision: str,
-            times: list[float], gflops: float, gemm: float, note: str = "") -> BenchRecord:
+            measured: tuple[list[float], float, float | None], gflops: float, note: str = "") -> BenchRecord:
+    times, gemm, others = measured
     p50 = statistics.median(times)
     p95 = float(np.percentile(times, 95))
     achieved = gflops * batch / (p50 / 1e3)
     return BenchRecord(model, backend, providers, batch, list(imgsz), precision, round(p50, 3), round(p95, 3),
                        round(batch * 1e3 / p50, 2), round(gflops, 4), round(achieved, 2), round(gemm, 2),
-                       round(achieved / gemm, 4) if gemm > 0 else 0.0, len(times), note)
+                       round(achieved / gemm, 4) if gemm > 0 else 0.0, len(times), note,
+                       None if others is None else round(others, 3), bool(others is not None and others > LOAD_FLAG))
 
 
 def bench_frames(batch: int, imgsz: tuple[int, int], seed: int = 0) -> np.ndarray:
@@ -119,7 +169,7 @@ def bench_frames(batch: int, imgsz: tuple[int, int], seed: int = 0) -> np.ndarra
 
 
 def graph_rows(path: Path, backends: Sequence[str], providers: str, batches: Sequence[int],
-               imgsz: tuple[int, int], gflops: float, gemm: float, warmup: int, iters: int,
+               imgsz: tuple[int, int], gflops: float, probe: MachineProbe, warmup: int, iters: int,
                say: Callable[[str], None]) -> list[BenchRecord]:
     """Time the exported graph at ``path`` on each of ``backends`` that can run it, one record per batch size."""
     from edgedet.runtime.backends import create_backend
@@ -141,25 +191,26 @@ def graph_rows(path: Path, backends: Sequence[str], providers: str, batches: Seq
         for batch in batches:
             x = bench_frames(batch, imgsz)
             try:
-                times = time_call(lambda: backend.run(x), warmup, iters)
+                measured = probe.measure(lambda: time_call(lambda: backend.run(x), warmup, iters))
             except Exception as e:  # e.g. OpenCV loading a graph it cannot run
                 say(f"  {name} batch {batch}: skipped ({str(e).splitlines()[0][:160]})")
                 continue
             rows.append(_record(meta.model, name, ",".join(backend.providers), batch, imgsz, meta.precision,
-                                times, gflops, gemm))
+                                measured, gflops))
             say(f"  {name} batch {batch}: p50 {rows[-1].p50_ms:.2f} ms, {rows[-1].fps:.1f} img/s")
     return rows
 
 
 def eager_rows(module: torch.nn.Module, model: str, batches: Sequence[int], imgsz: tuple[int, int], half: bool,
-               gflops: float, gemm: float, warmup: int, iters: int, say: Callable[[str], None]) -> list[BenchRecord]:
+               gflops: float, probe: MachineProbe, warmup: int, iters: int,
+               say: Callable[[str], None]) -> list[BenchRecord]:
     """Time the PyTorch deploy wrapper ``module`` (preprocessing, model, decoding, NMS), one record per batch size."""
     rows = []
     for batch in batches:
         x = torch.from_numpy(bench_frames(batch, imgsz))
         with torch.inference_mode():
-            times = time_call(lambda: module(x), warmup, iters)
-        rows.append(_record(model, "eager", "torch-cpu", batch, imgsz, "fp16" if half else "fp32", times, gflops, gemm))
+            measured = probe.measure(lambda: time_call(lambda: module(x), warmup, iters))
+        rows.append(_record(model, "eager", "torch-cpu", batch, imgsz, "fp16" if half else "fp32", measured, gflops))
         say(f"  eager batch {batch}: p50 {rows[-1].p50_ms:.2f} ms, {rows[-1].fps:.1f} img/s")
     return rows
 
@@ -172,10 +223,14 @@ def bench_model(name: str, backends: Sequence[str] = BACKENDS, providers: str = 
     from edgedet.export.deploy import NMSSettings, build_deploy_module
     from edgedet.models import create_model, get_entry, model_gflops
 
+    from edgedet.export.options import imgsz_problem
+
     get_entry(name)
     _check_backends(backends)
-    gemm = gemm_gflops()
-    say(f"matrix multiply (torch sgemm 1024^3): {gemm:.1f} GFLOP/s")
+    problem = imgsz_problem(imgsz)
+    if problem:
+        raise BenchError(problem)
+    probe = MachineProbe()
     with tempfile.TemporaryDirectory() as tmp:
         formats = tuple(f for f, b in (("onnx", "onnxruntime"), ("onnx", "opencv"), ("torchscript", "torchscript"))
                         if b in backends)
@@ -191,9 +246,9 @@ def bench_model(name: str, backends: Sequence[str] = BACKENDS, providers: str = 
         if "eager" in backends:
             nms = NMSSettings() if get_entry(name).task == "detection" else None
             module, _ = build_deploy_module(model, half=half, nms=nms)
-            rows += eager_rows(module, name, batches, size, half, gflops, gemm, warmup, iters, say)
+            rows += eager_rows(module, name, batches, size, half, gflops, probe, warmup, iters, say)
         for f in files:
-            rows += graph_rows(f.path, backends, providers, batches, size, gflops, gemm, warmup, iters, say)
+            rows += graph_rows(f.path, backends, providers, batches, size, gflops, probe, warmup, iters, say)
     return rows
 
 
@@ -213,8 +268,7 @@ def bench_files(paths: Sequence[str | Path], backends: Sequence[str] = BACKENDS,
 
     _check_backends(backends)
     metas = {Path(p): read_metadata(p) for p in paths}  # every file readable before any timing
-    gemm = gemm_gflops()
-    say(f"matrix multiply (torch sgemm 1024^3): {gemm:.1f} GFLOP/s")
+    probe = MachineProbe()
     rows = []
     for path, meta in metas.items():
         size = meta.input.size
@@ -225,28 +279,34 @@ def bench_files(paths: Sequence[str | Path], backends: Sequence[str] = BACKENDS,
         if "eager" in backends:
             model, _ = load_reference_model(meta, None, path)
             rows += eager_rows(reference_module(model, meta), meta.model, batches, size,
-                                meta.precision == "fp16", gflops, gemm, warmup, iters, say)
-        rows += graph_rows(path, backends, providers, batches, size, gflops, gemm, warmup, iters, say)
+                                meta.precision == "fp16", gflops, probe, warmup, iters, say)
+        rows += graph_rows(path, backends, providers, batches, size, gflops, probe, warmup, iters, say)
     return rows
 
 
 def format_records(rows: Sequence[BenchRecord]) -> str:
-    """A plain-text table of benchmark records."""
+    """A plain-text table of benchmark records; rows measured under load are marked and explained."""
     header = ("model", "backend", "providers", "batch", "imgsz", "p50 ms", "p95 ms", "img/s", "GFLOPs",
-              "GFLOP/s", "of sgemm")
+              "GFLOP/s", "sgemm", "of sgemm", "others' CPU")
     table = [header] + [(r.model, r.backend, r.providers, str(r.batch), "x".join(map(str, r.imgsz)),
                          f"{r.p50_ms:.2f}", f"{r.p95_ms:.2f}", f"{r.fps:.1f}", f"{r.gflops:.2f}",
-                         f"{r.achieved_gflops:.1f}", f"{r.fraction_of_gemm * 100:.0f}%") for r in rows]
+                         f"{r.achieved_gflops:.1f}", f"{r.gemm_gflops:.0f}", f"{r.fraction_of_gemm * 100:.0f}%",
+                         "-" if r.others_busy is None else f"{r.others_busy * 100:.0f}%" + (" *" if r.under_load else ""))
+                        for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) if i < 5 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
-                     for row in table)
+    lines = ["  ".join(c.ljust(w) if i < 5 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+             for row in table]
+    if any(r.under_load for r in rows):
+        lines.append(f"* measured under load: other processes used more than {LOAD_FLAG:.0%} of the CPU time "
+                     f"meanwhile; rerun on a quiet machine")
+    return "\n".join(lines)
 
 
 def records_json(rows: Sequence[BenchRecord]) -> list[dict]:
     return [asdict(r) for r in rows]
 
 
-__all__ += ["records_json", "eager_rows", "graph_rows", "bench_frames", "lively"]
+__all__ += ["records_json", "eager_rows", "graph_rows", "bench_frames", "lively", "MachineProbe", "LOAD_FLAG"]
 
 
 def lively(model: torch.nn.Module, frames: np.ndarray, bias: float | None = None) -> torch.nn.Module:

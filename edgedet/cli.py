@@ -7,7 +7,9 @@ device that installed only numpy, OpenCV and ONNX Runtime.
 from __future__ import annotations
 
 import dataclasses
+import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -191,8 +193,10 @@ def parity(files: tuple[Path, ...], weights: str | None, samples: int, batch: in
     import json
 
     from edgedet.parity.runner import format_report, run_parity
-    from edgedet.runtime.files import atomic_write_bytes
+    from edgedet.runtime.files import atomic_write_bytes, check_writable_file
 
+    if json_path is not None:
+        check_writable_file(json_path)  # fail before the work, not after it
     wanted = [p.strip().lower() for p in providers.split(",") if p.strip()] if providers else None
     if wanted and set(wanted) - {"cpu", "cuda", "tensorrt"}:
         raise click.BadParameter("choose from cpu, cuda, tensorrt", param_hint="--providers")
@@ -240,8 +244,10 @@ def bench(files: tuple[Path, ...], model_name: str | None, backends: str, provid
     import json
 
     from edgedet.bench import bench_files, bench_model, format_records, records_json
-    from edgedet.runtime.files import atomic_write_bytes
+    from edgedet.runtime.files import atomic_write_bytes, check_writable_file
 
+    if json_path is not None:
+        check_writable_file(json_path)  # fail before the work, not after it
     if bool(files) == bool(model_name):
         raise click.UsageError("give --model NAME or exported FILE(s), not both and not neither")
     chosen = [b.strip() for b in backends.split(",") if b.strip()]
@@ -296,6 +302,9 @@ def run(model_path: Path, source: str, providers: str, backend: str, conf: float
                         say=click.echo, say_err=lambda m: click.echo(m, err=True))
     if summary.stopped_by in ("SIGINT", "SIGTERM"):
         sys.exit(130 if summary.stopped_by == "SIGINT" else 143)
+    if summary.problems:  # a source given up after its reconnect attempts: outputs are finalised
+        raise EdgedetError(f"{len(summary.problems)} of {len(summary.sources)} source(s) failed and "
+                           f"were given up (see the warnings above); outputs hold what was processed")
 
 
 def _parse_model_cfg(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict:
@@ -355,14 +364,15 @@ def train(model_name: str | None, spec: str | None, epochs: int | None, batch: i
           weights: str | None, patience: int, amp: bool | None, seed: int, box_loss: str, class_weights,
           cache: bool | None, fresh: bool | None, model_cfg: dict) -> None:
     """Train a model; writes OUT/best.pt, OUT/last.pt, OUT/results.csv and OUT/results.png."""
+    # Usage is checked before torch is imported: a missing option is answered at once, exit 2.
+    if not resume and not (model_name and spec):
+        raise click.UsageError("give --model and --data (or --resume --out DIR to continue a run)")
+    if resume and not out_dir and not model_name:
+        raise click.UsageError("--resume needs --out DIR (or --model, for the default runs/MODEL)")
     _require_torch()
     from edgedet.models import get_entry
-    from edgedet.train.trainer import TrainingError, train as run_training
+    from edgedet.train.trainer import train as run_training
 
-    if not resume and not (model_name and spec):
-        raise TrainingError("give --model and --data (or --resume --out DIR to continue a run)")
-    if resume and not out_dir and not model_name:
-        raise TrainingError("--resume needs --out DIR (or --model, for the default runs/MODEL)")
     if model_name:
         get_entry(model_name)  # unknown model -> one line naming the known ones
     epochs = epochs or (0 if resume else _default(TrainOptions, "epochs"))  # 0: the resumed run's
@@ -372,7 +382,7 @@ def train(model_name: str | None, spec: str | None, epochs: int | None, batch: i
         fresh=fresh, model_config=model_cfg)
     result = run_training(options, resume=resume, exist_ok=exist_ok, say=lambda m: click.echo(m, err=True))
     if result.stopped == "interrupted":
-        sys.exit(130)
+        sys.exit(_interrupt_exit_code())
     if result.rank == 0:
         click.echo(f"best {result.best}  last {result.last}")
 
@@ -391,9 +401,11 @@ def val(weights: str, spec: str | None, split: str, batch: int, device: str | No
     _require_torch()
     import json
 
-    from edgedet.runtime.files import atomic_write_bytes
+    from edgedet.runtime.files import atomic_write_bytes, check_writable_file
     from edgedet.train.validate import validate_checkpoint
 
+    if json_path is not None:
+        check_writable_file(json_path)  # fail before the work, not after it
     result, doc = validate_checkpoint(weights, spec, split=split, batch=batch, device=device, workers=workers)
     click.echo(f"{doc['model']} on {doc['data']} ({split}, {doc['images']} images)")
     click.echo(result.report)
@@ -415,15 +427,68 @@ def quickstart(out_dir: Path, device: str) -> None:
     click.echo(f"report: {report}")
 
 
+# The signal that interrupted the command: SIGINT unless the SIGTERM handler below saw SIGTERM.
+_interrupted_by = {"signal": signal.SIGINT}
+
+
+def _interrupt_on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM (systemd, docker, torchrun) ends a command the way Ctrl-C does: the code that
+    finalises on KeyboardInterrupt (training's last.pt, the atomic writer's temp cleanup) runs."""
+    _interrupted_by["signal"] = signal.Signals(signum)
+    raise KeyboardInterrupt
+
+
+def _interrupt_exit_code() -> int:
+    """128 + the signal number: 130 after SIGINT, 143 after SIGTERM."""
+    return 128 + int(_interrupted_by["signal"])
+
+
+def _install_sigterm_handler() -> Any:
+    """Commands with their own handling (``run``'s pipeline) install theirs over this one for
+    their duration and restore it after; everything else sees SIGTERM as KeyboardInterrupt.
+    Returns the handler to restore, or None where nothing was installed."""
+    try:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            _interrupted_by["signal"] = signal.SIGINT
+            return signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+    except ValueError:  # not the main thread (main() called from a thread): keep the default
+        pass
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: runs the click group and turns user errors into one ``error:`` line."""
+    """Entry point: runs the click group and turns user errors into one ``error:`` line.
+
+    SIGINT and SIGTERM both interrupt a command as Ctrl-C does (what was written so far is
+    finalised); the exit code is 130 after SIGINT and 143 after SIGTERM.
+    """
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    previous = _install_sigterm_handler()
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            _run(args, debug)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """edgedet's own warnings (clipped boxes, provider fallbacks) as one ``warning:`` line each;
+    other libraries' warnings as Python prints them."""
+    if category.__module__.startswith("edgedet."):
+        click.echo(f"warning: {message}", err=True)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def _run(args: list[str], debug: bool) -> None:
     try:
         cli.main(args=args, prog_name="edgedet", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("error: interrupted", err=True)
-        sys.exit(130)
+    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns KeyboardInterrupt into Abort
+        click.echo(f"error: interrupted by {_interrupted_by['signal'].name}", err=True)
+        sys.exit(_interrupt_exit_code())
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
@@ -432,7 +497,4 @@ def main(argv: list[str] | None = None) -> None:
             raise
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("error: interrupted", err=True)
-        sys.exit(130)
     sys.exit(0)

@@ -194,14 +194,16 @@ def quickstart(out: str | Path = "quickstart", device: str = "cpu", samples: Pat
     ``samples``: a folder laid out like :mod:`edgedet.samples` to take the checkpoints from
     instead of the shipped ones.
     """
-    from edgedet.runtime.files import atomic_write_bytes
+    from edgedet.runtime.files import atomic_write_bytes, check_writable_dir
     from edgedet.runtime.pipeline import RunOptions, run
 
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise QuickstartError(f"--device must be cpu or cuda[:N], got {device!r}")
+    from edgedet.train.trainer import resolve_device
+
+    resolve_device(device)  # CUDA asked for on a machine without it: one error line before any work
     start = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_writable_dir(out)  # one error line before minutes of work
     families = [_family(name, data, desc, out, samples, say) for name, data, desc in SHIPPED]
     say("render a clutter video and run the exported graphs on it")
     video = render_clutter_video(out / "clutter.mp4")

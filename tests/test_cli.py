@@ -49,3 +49,19 @@ def test_data_preview_bad_input_is_one_error_line(tmp_path):
                       "size")
     assert_user_error(run_cli("data", "preview", "--data", "clutter", "--out", str(tmp_path / "a.gif")), ".png")
     assert not any(tmp_path.iterdir())
+
+
+def test_edgedet_warnings_are_one_warning_line(tmp_path):
+    import cv2
+    import numpy as np
+
+    root = tmp_path / "set"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    cv2.imwrite(str(root / "images" / "a.png"), np.full((40, 40, 3), 90, np.uint8))
+    (root / "labels" / "a.txt").write_text("0 0.5 0.5 1.02 0.5\n")  # 1 % past both sides: clipped
+    (root / "classes.txt").write_text("thing\n")
+    result = run_cli("data", "preview", "--data", f"yolo:{root}", "--out", str(tmp_path / "p.png"))
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "clipped" in lines[0], result.stderr

@@ -20,7 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edgedet.data.disk import check_boxes, read_image, split_every
+from edgedet.data.disk import check_boxes, count_past_edge, read_image, split_every, warn_clipped
 from edgedet.data.sample import IGNORE, SampleDataset, check_split, tight_boxes
 from edgedet.errors import DataError
 
@@ -87,12 +87,30 @@ class CocoDataset(SampleDataset):
             path = self.images_dir / record["file_name"]
             if not path.is_file():
                 raise DataError(f"{self.json_path}: image {path} not found")
+        if not self.has_masks:
+            warn_clipped(self._count_past_edge(), self.json_path)
         sizes = {(int(im.get("height", 0)), int(im.get("width", 0))) for im in self.records}
         only = sizes.pop() if len(sizes) == 1 else (0, 0)
         self.image_size = only if 0 not in only else None
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def _count_past_edge(self) -> int:
+        """Boxes of this split that reach past their image (by the json's sizes) and will be clipped."""
+        count = 0
+        for record in self.records:
+            objects = [a for a in self._annotations[int(record["id"])] if not a.get("iscrowd", 0)]
+            try:
+                h, w = int(record.get("height") or 0), int(record.get("width") or 0)
+                xywh = np.array([a["bbox"] for a in objects], np.float64).reshape(-1, 4)
+            except (KeyError, TypeError, ValueError):
+                continue  # reported by _sample, with the image it belongs to
+            if h <= 0 or w <= 0 or not objects:
+                continue
+            xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+            count += count_past_edge(xyxy / np.array([w, h, w, h], np.float64))
+        return count
 
     def _sample(self, index: int) -> dict[str, Any]:
         record = self.records[index]

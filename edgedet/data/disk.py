@@ -7,6 +7,7 @@ the offending file.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence, TypeVar
 
@@ -18,12 +19,23 @@ from edgedet.runtime.sources import IMAGE_SUFFIXES
 from edgedet.runtime.sources import read_image as decode_image
 
 __all__ = [
-    "IMAGE_SUFFIXES", "BOX_TOLERANCE", "read_image", "read_instance_ids", "require_dir",
-    "list_images", "split_every", "check_boxes",
+    "IMAGE_SUFFIXES", "BOX_TOLERANCE", "BOX_CLIP_FRACTION", "DataWarning", "read_image", "read_instance_ids",
+    "read_text", "require_dir", "list_images", "split_every", "check_boxes", "count_past_edge", "warn_clipped",
 ]
 
-# Annotation tools round to whole pixels and sometimes land one past the border.
+# The one rule for boxes that reach past the image, used by every set on disk: up to
+# BOX_TOLERANCE pixels (annotation tools round to whole pixels) or BOX_CLIP_FRACTION of the image
+# side, whichever is more, a box is clipped to the image; further out it is an error. Public
+# datasets hold many boxes drawn a little past the frame around objects it cuts; each set counts
+# the ones that reach past by more than rounding (PAST_EDGE_ROUNDING of the side) and says so in
+# one warning.
 BOX_TOLERANCE = 1.0
+BOX_CLIP_FRACTION = 0.05
+PAST_EDGE_ROUNDING = 1e-3
+
+
+class DataWarning(UserWarning):
+    """Something in a dataset was repaired rather than refused (boxes clipped to the image)."""
 
 T = TypeVar("T")
 
@@ -55,7 +67,10 @@ def read_instance_ids(path: str | os.PathLike) -> np.ndarray:
     distinct non-black colour becomes one instance (numbered in colour order).
     """
     path = Path(path)
-    mask = cv2.imdecode(_read_encoded(path), cv2.IMREAD_UNCHANGED) if path.is_file() else None
+    try:
+        mask = cv2.imdecode(_read_encoded(path), cv2.IMREAD_UNCHANGED) if path.is_file() else None
+    except (cv2.error, MemoryError):  # e.g. a header that declares more pixels than OpenCV decodes
+        mask = None
     if mask is None:
         reason = "not a readable image" if path.is_file() else "file not found"
         raise DataError(f"cannot read mask {path}: {reason}")
@@ -69,6 +84,22 @@ def read_instance_ids(path: str | os.PathLike) -> np.ndarray:
     if colours[0] != 0:
         ids = ids + 1  # no black pixel at all: every colour is an instance
     return ids.reshape(packed.shape).astype(np.int32)
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """A text file of a dataset (labels, class names): UTF-8, a leading BOM allowed; a
+    :class:`DataError` naming the file and line when it cannot be read or is not UTF-8."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        encoding = " (it looks like UTF-16)" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise DataError(f"{path} line {line}: not UTF-8 text{encoding}; save it as UTF-8") from None
 
 
 def require_dir(path: str | os.PathLike, what: str) -> Path:
@@ -99,15 +130,17 @@ def split_every(items: Sequence[T], split: str, val_every: int) -> list[T]:
 
 
 def check_boxes(boxes: np.ndarray, height: int, width: int, source: str | os.PathLike) -> np.ndarray:
-    """Clip boxes to the image, raising a DataError for any that reach past it by more than
-    :data:`BOX_TOLERANCE` pixels or have x2 < x1 or y2 < y1."""
+    """Clip boxes (pixels, ``x1, y1, x2, y2``) to the image, raising a DataError for any that
+    reach past it by more than ``max(BOX_TOLERANCE px, BOX_CLIP_FRACTION * side)`` or have
+    x2 < x1 or y2 < y1 (see the rule at :data:`BOX_TOLERANCE`)."""
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     if len(boxes) == 0:
         return boxes
     if not np.isfinite(boxes).all():
         raise DataError(f"{source}: box with a non-finite coordinate")
     limits = np.array([width, height, width, height], np.float32)
-    outside = (boxes < -BOX_TOLERANCE) | (boxes > limits + BOX_TOLERANCE)
+    slack = np.maximum(BOX_TOLERANCE, BOX_CLIP_FRACTION * limits)
+    outside = (boxes < -slack) | (boxes > limits + slack)
     if outside.any():
         row = int(np.flatnonzero(outside.any(axis=1))[0])
         x1, y1, x2, y2 = (float(v) for v in boxes[row])
@@ -116,3 +149,21 @@ def check_boxes(boxes: np.ndarray, height: int, width: int, source: str | os.Pat
     if ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).any():
         raise DataError(f"{source}: box with x2 < x1 or y2 < y1")
     return np.clip(boxes, 0, limits)
+
+
+def count_past_edge(boxes: np.ndarray) -> int:
+    """Boxes in image-relative coordinates (``x1, y1, x2, y2`` in 0..1) that reach past the image
+    by more than rounding and by no more than :data:`BOX_CLIP_FRACTION`: the ones
+    :func:`check_boxes` will clip for a reason worth a warning (further out is an error)."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    past = ((boxes < -PAST_EDGE_ROUNDING) | (boxes > 1 + PAST_EDGE_ROUNDING)).any(axis=1)
+    far = ((boxes < -BOX_CLIP_FRACTION) | (boxes > 1 + BOX_CLIP_FRACTION)).any(axis=1)
+    return int((past & ~far).sum())
+
+
+def warn_clipped(count: int, where: str | os.PathLike) -> None:
+    """The one warning a dataset gives for its boxes that reach past the image edge."""
+    if count:
+        boxes = f"{count} boxes reach" if count != 1 else "1 box reaches"
+        warnings.warn(f"{where}: {boxes} past the image edge (by at most {BOX_CLIP_FRACTION:.0%} of its side); "
+                      f"clipped to the image", DataWarning, stacklevel=3)

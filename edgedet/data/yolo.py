@@ -8,8 +8,12 @@ Layout::
 
 With ``PATH/images/train`` and ``PATH/images/val`` the split is taken from those folders,
 otherwise every ``val_every``-th image (sorted) is 'val'. An image without a label file has no
-objects. A label line of a polygon (``class x1 y1 x2 y2 ...``, YOLO's segmentation format)
-contributes the polygon's bounding box.
+objects, but a set without a ``labels/`` folder is an error. A label line of a polygon
+(``class x1 y1 x2 y2 ...``, YOLO's segmentation format) contributes the polygon's bounding box.
+
+Label files are UTF-8 (a BOM is fine) and are all read when the set is built, so a bad line is
+reported before training starts. Boxes that reach a little past the image are clipped to it, with
+one warning per set that counts them (the rule is :data:`edgedet.data.disk.BOX_TOLERANCE`'s).
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from edgedet.data.disk import check_boxes, list_images, read_image, require_dir, split_every
+from edgedet.data.disk import (check_boxes, count_past_edge, list_images, read_image, read_text, require_dir,
+                                split_every, warn_clipped)
 from edgedet.data.sample import SampleDataset, check_split
 from edgedet.errors import DataError
 
@@ -43,7 +48,7 @@ def _names_from_yaml(path: Path) -> list[str] | None:
     A full YAML parser would be a new dependency for one key; these three forms are what
     dataset tools write.
     """
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = read_text(path).splitlines()
     for i, line in enumerate(lines):
         if not line.startswith("names:"):
             continue
@@ -76,7 +81,7 @@ def read_class_names(root: Path) -> tuple[str, ...]:
     """Class names from ``root/classes.txt`` or the ``names:`` of ``root/data.yaml``."""
     classes_txt = root / "classes.txt"
     if classes_txt.is_file():
-        names = [line.strip() for line in classes_txt.read_text(encoding="utf-8").splitlines()]
+        names = [line.strip() for line in read_text(classes_txt).splitlines()]
         names = [n for n in names if n]
         source = classes_txt
     else:
@@ -107,6 +112,8 @@ class YoloDataset(SampleDataset):
         self.root = require_dir(Path(root).expanduser(), "YOLO dataset")
         self.images_dir = require_dir(self.root / "images", "YOLO images")
         self.labels_dir = self.root / "labels"
+        if not self.labels_dir.is_dir():
+            raise DataError(f"no labels/ folder beside images/ in {self.root}")
         self.class_names = read_class_names(self.root)
         if (self.images_dir / "train").is_dir() and (self.images_dir / "val").is_dir():
             self.files = list_images(self.images_dir / split, recursive=True)
@@ -114,6 +121,10 @@ class YoloDataset(SampleDataset):
             self.files = split_every(list_images(self.images_dir, recursive=True), split, val_every)
         if not self.files and not list_images(self.images_dir, recursive=True):
             raise DataError(f"no images under {self.images_dir}")
+        # Image-relative boxes and labels of every file, read once: errors surface now, and the
+        # boxes that will be clipped are counted for the set's one warning.
+        self._labels = [self._read_labels(self.label_path(path)) for path in self.files]
+        warn_clipped(sum(count_past_edge(boxes) for boxes, _ in self._labels), self.root)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -122,10 +133,12 @@ class YoloDataset(SampleDataset):
         """The label file of an image: same relative path under labels/, suffix .txt."""
         return (self.labels_dir / image_path.relative_to(self.images_dir)).with_suffix(".txt")
 
-    def _read_labels(self, path: Path, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    def _read_labels(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
+        """A label file's boxes (``x1, y1, x2, y2`` relative to the image, float32 [N, 4]) and
+        class ids (int64 [N]); none for an image without a label file."""
         boxes, labels = [], []
         if path.is_file():
-            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            for number, line in enumerate(read_text(path).splitlines(), start=1):
                 fields = line.split()
                 if not fields:
                     continue
@@ -134,6 +147,8 @@ class YoloDataset(SampleDataset):
                     values = [float(v) for v in fields]
                 except ValueError:
                     raise DataError(f"{where}: expected numbers, got {line.strip()!r}") from None
+                if not np.isfinite(values).all():
+                    raise DataError(f"{where}: a number that is not finite in {line.strip()!r}")
                 if len(values) != 5 and (len(values) < 7 or len(values) % 2 == 0):
                     raise DataError(f"{where}: expected 'class cx cy w h' or 'class x1 y1 x2 y2 ...', "
                                     f"got {len(values)} values")
@@ -149,13 +164,15 @@ class YoloDataset(SampleDataset):
                 else:
                     xs, ys = values[1::2], values[2::2]
                     box = [min(xs), min(ys), max(xs), max(ys)]
-                boxes.append([box[0] * width, box[1] * height, box[2] * width, box[3] * height])
+                boxes.append(box)
                 labels.append(int(label))
-        boxes_array = check_boxes(np.array(boxes, np.float32).reshape(-1, 4), height, width, path)
-        return boxes_array, np.array(labels, np.int64)
+        return np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int64)
 
     def _sample(self, index: int) -> dict[str, Any]:
         image_path = self.files[index]
         image = read_image(image_path)
-        boxes, labels = self._read_labels(self.label_path(image_path), *image.shape[:2])
-        return {"image": image, "boxes": boxes, "labels": labels, "id": image_path.stem}
+        height, width = image.shape[:2]
+        relative, labels = self._labels[index]
+        boxes = check_boxes(relative * np.array([width, height, width, height], np.float32), height, width,
+                            self.label_path(image_path))
+        return {"image": image, "boxes": boxes, "labels": labels.copy(), "id": image_path.stem}

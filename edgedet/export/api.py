@@ -5,6 +5,11 @@ Weights come from the one resolver (:func:`edgedet.models.weights.resolve_weight
 written as ``DIR/<name>.pt`` so parity checks find the reference), or nothing (official darknet
 weights where the variant has them, else the checkpoint shipped with edgedet). Every option is
 checked in one place, :meth:`ExportOptions.validate`, before anything is loaded or written.
+
+Each graph is written and checked under a hidden temporary name beside its final one and renamed
+into place only after its check has run: an export interrupted (Ctrl-C, SIGTERM) or failing between
+writing a graph and checking it leaves no graph behind, so a graph under its final name has always
+been checked (unless ``--no-check`` said not to).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from edgedet.export.metadata import build_metadata
 from edgedet.export.options import FORMATS, ExportError, ExportOptions
 from edgedet.models.registry import get_entry
 from edgedet.models.weights import RANDOM_INIT_SEED, build_model, resolve_weights
-from edgedet.runtime.files import file_digest
+from edgedet.runtime.files import atomic_path, check_writable_dir, file_digest
 from edgedet.train.checkpoint import save_checkpoint
 
 __all__ = ["ExportError", "ExportOptions", "ExportedFile", "export_model", "load_export_model", "check_sample",
@@ -139,17 +144,6 @@ class _Job:
                                                         self.frames, self.example, self.options.half)
 
 
-def _writable(out_dir: Path) -> Path:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".edgedet-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise ExportError(f"cannot write to {out_dir}: {e.strerror or e}") from None
-    return out_dir
-
-
 def _write_onnx(job: _Job, metadata: dict[str, Any]) -> ExportedFile:
     """The ONNX graph (NMS as ``NonMaxSuppression``); an onnxslim result is kept only if it checks."""
     from edgedet.export.onnx import DEFAULT_OPSET, OnnxNMS, export_onnx
@@ -161,14 +155,16 @@ def _write_onnx(job: _Job, metadata: dict[str, Any]) -> ExportedFile:
     module, _ = build_deploy_module(job.model, input_format=o.input_format, half=o.half, nms=o.nms,
                                     nms_module=OnnxNMS(o.nms) if o.nms is not None else None, probs=o.probs)
     path = job.path("onnx")
-    export_onnx(module, job.example, path, job.names, metadata, o.dynamic, opset, simplify=o.simplify)
-    record = ExportedFile("onnx", path, time.perf_counter() - start)
-    if o.check:
-        job.check(record)
-        if o.simplify and record.check_passed is False:  # onnxslim broke parity: keep the plain export
-            export_onnx(module, job.example, path, job.names, metadata, o.dynamic, opset, simplify=False)
-            record.notes.append("simplified graph failed the check; wrote the unsimplified graph")
+    with atomic_path(path) as staged:  # renamed to ``path`` once checked (module docstring)
+        export_onnx(module, job.example, staged, job.names, metadata, o.dynamic, opset, simplify=o.simplify)
+        record = ExportedFile("onnx", staged, time.perf_counter() - start)
+        if o.check:
             job.check(record)
+            if o.simplify and record.check_passed is False:  # onnxslim broke parity: keep the plain export
+                export_onnx(module, job.example, staged, job.names, metadata, o.dynamic, opset, simplify=False)
+                record.notes.append("simplified graph failed the check; wrote the unsimplified graph")
+                job.check(record)
+    record.path = path
     return record
 
 
@@ -178,10 +174,12 @@ def _write_torchscript(job: _Job, metadata: dict[str, Any]) -> ExportedFile:
 
     start = time.perf_counter()
     path = job.path("torchscript")
-    export_torchscript(job.reference, job.example, path, metadata)
-    record = ExportedFile("torchscript", path, time.perf_counter() - start)
-    if job.options.check:
-        job.check(record)
+    with atomic_path(path) as staged:  # renamed to ``path`` once checked (module docstring)
+        export_torchscript(job.reference, job.example, staged, metadata)
+        record = ExportedFile("torchscript", staged, time.perf_counter() - start)
+        if job.options.check:
+            job.check(record)
+    record.path = path
     return record
 
 
@@ -190,7 +188,9 @@ def export_model(name: str, out_dir: str | os.PathLike, options: ExportOptions =
                  say: Callable[[str], None] = print) -> list[ExportedFile]:
     """Export ``name`` to every format in ``options`` under ``out_dir``; returns what was written."""
     options.validate(name)
-    out_dir = _writable(Path(out_dir))
+    out_dir = check_writable_dir(out_dir)
+    if options.triton:
+        check_writable_dir(options.triton)
     out_name = options.name or name
     model, source = load_export_model(name, weights, random_init, options.imgsz, out_dir, out_name, say)
     if options.half and not torch.cuda.is_available():
@@ -216,6 +216,5 @@ def export_model(name: str, out_dir: str | os.PathLike, options: ExportOptions =
         if options.triton:
             from edgedet.export.triton import write_triton_repository
 
-            model_dir = write_triton_repository(record.path, options.triton, out_name)
-            record.notes.append(f"wrote Triton model repository {model_dir}")
+            record.notes.append(write_triton_repository(record.path, options.triton, out_name).note)
     return files

@@ -32,7 +32,8 @@ def graph_info(path: str | os.PathLike) -> dict[str, Any]:
         try:
             import onnx
             from onnx import helper
-        except ImportError:
+        except ImportError:  # the runtime-only install: metadata only, and say why
+            info["note"] = "input/output shapes, opset and operators not shown: needs the onnx package (pip install onnx)"
             return info
         model = onnx.load(str(path), load_external_data=False)
         name_of = lambda t: helper.tensor_dtype_to_np_dtype(t).name  # noqa: E731
@@ -77,6 +78,8 @@ def format_info(info: dict[str, Any]) -> str:
         lines.append(f"operators   {info['nodes']} nodes: {ops}")
     else:
         lines.append(f"outputs     {', '.join(meta.outputs)}")
+    if info.get("note"):
+        lines.append(f"note        {info['note']}")
     return "\n".join(lines)
 
 

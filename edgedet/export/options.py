@@ -9,7 +9,23 @@ from dataclasses import asdict, dataclass
 
 from edgedet.errors import EdgedetError
 
-__all__ = ["ExportError", "NMSSettings", "ExportOptions", "FORMATS", "INPUT_FORMATS"]
+__all__ = ["ExportError", "NMSSettings", "ExportOptions", "FORMATS", "INPUT_FORMATS", "MAX_IMGSZ", "imgsz_problem"]
+
+# The largest input side export (bench's graphs included) and training accept: 8192 px (64 Mpx square) is far past
+# any detector input in use, and a frame of it still fits in memory; bigger sizes only end in an
+# allocation failure halfway through the work.
+MAX_IMGSZ = 8192
+
+
+def imgsz_problem(imgsz: tuple[int, int] | None) -> str | None:
+    """Why ``imgsz`` (``(H, W)``) cannot be used, or ``None`` when it can (or is not given)."""
+    if imgsz is None:
+        return None
+    if len(imgsz) != 2 or min(imgsz) < 1:
+        return f"--imgsz {imgsz}: give positive sizes N or H,W"
+    if max(imgsz) > MAX_IMGSZ:
+        return f"--imgsz {imgsz[0]},{imgsz[1]} is too large: each side must be at most {MAX_IMGSZ}"
+    return None
 
 
 class ExportError(EdgedetError):
@@ -88,6 +104,9 @@ class ExportOptions:
         from edgedet.models.registry import get_entry
 
         spec = get_entry(model).spec
+        problem = imgsz_problem(self.imgsz)
+        if problem:
+            raise ExportError(problem)
         bad = [f for f in self.formats if f not in FORMATS]
         if bad or not self.formats:
             raise ExportError(f"unknown format {', '.join(bad) or '(none)'}; choose from {', '.join(FORMATS)}")
@@ -109,6 +128,14 @@ class ExportOptions:
             parse_spec(self.calib_data)  # a bad spec fails before anything is written
         if self.triton and "onnx" not in self.formats:
             raise ExportError("--triton serves the ONNX graph: include onnx in --format")
+        if self.name is not None:  # a name, not a path: files stay inside --out
+            from edgedet.runtime.files import check_name
+
+            check_name(self.name, "--name")
+        if self.triton:
+            from edgedet.export.triton import check_triton_name
+
+            check_triton_name(self.name or model)
         if self.input_format not in INPUT_FORMATS:
             raise ExportError(f"--input must be uint8 or float, got {self.input_format}")
         if self.dynamic and spec.fixed_input:

@@ -161,9 +161,10 @@ def _read_header(data: memoryview, name: str) -> tuple[DarknetHeader, int]:
     if len(data) < 16:
         raise WeightsError(f"{name} is {len(data)} bytes, too short for a darknet weights header")
     major, minor, revision = struct.unpack_from("<3i", data, 0)
-    if major > 1000 or minor > 1000:
-        raise WeightsError(f"{name} stores transposed weights (version {major}.{minor}), "
-                           "which only darknet's connected layers use; not a yolov3 file")
+    # Darknet writes versions 0.1.0 to 0.2.x; darknet itself reads a version past 1000 as
+    # "transposed" connected layers, which no YOLOv3 file has. Anything else is not a weights file.
+    if not all(0 <= v < 1000 for v in (major, minor, revision)):
+        raise WeightsError(f"{name} is not a darknet .weights file (header version {major}.{minor}.{revision})")
     if major * 10 + minor >= 2:
         if len(data) < 20:
             raise WeightsError(f"{name} is {len(data)} bytes, too short for a darknet weights header")

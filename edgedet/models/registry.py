@@ -11,6 +11,7 @@ it is registered.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -99,6 +100,51 @@ def get_entry(name: str) -> ModelEntry:
         raise ModelError(f"unknown model {name!r}; known models: {', '.join(_REGISTRY)}") from None
 
 
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether ``value`` (from JSON or a checkpoint: lists stand for tuples) fits the type ``hint``."""
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (tuple, list)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args))
+    return True  # a type this check does not know: the config's own validate() decides
+
+
+def _describe(hint: Any, plural: bool = False) -> str:
+    """``tuple[int, ...]`` -> "a tuple of ints", for messages."""
+    names = {bool: "true or false", int: "int", float: "number", str: "string"}
+    if hint in names:
+        if hint is bool:
+            return names[hint]
+        return names[hint] + "s" if plural else ("an " if hint is int else "a ") + names[hint]
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return f"{'tuples' if plural else 'a tuple'} of {_describe(args[0], plural=True)}"
+    if typing.get_origin(hint) is tuple and args and all(a == args[0] for a in args):
+        return f"{'tuples' if plural else 'a tuple'} of {len(args)} {_describe(args[0], plural=True)}"
+    return str(hint)
+
+
+def config_value_problem(name: str, overrides: dict[str, Any]) -> str | None:
+    """The first override of a known field whose value does not fit the field's type, as
+    ``"widths: expected a tuple of ints, got 'banana'"``; None when all fit."""
+    hints = typing.get_type_hints(type(get_entry(name).config))
+    for key, value in overrides.items():
+        if key in hints and not _fits(value, hints[key]):
+            return f"{key}: expected {_describe(hints[key])}, got {value!r}"
+    return None
+
+
 def resolve_config(name: str, **overrides: Any) -> Any:
     """The variant's default config with ``overrides`` applied (tuples for sequence fields)."""
     entry = get_entry(name)
@@ -107,14 +153,24 @@ def resolve_config(name: str, **overrides: Any) -> Any:
     if unknown:
         raise ModelError(f"model {name!r} has no option {', '.join(unknown)}; "
                          f"options: {', '.join(sorted(fields))}")
+    problem = config_value_problem(name, overrides)
     clean = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     if "num_classes" in clean and "class_names" not in clean:
         # The variant's names belong to its default class count; new counts get id names.
         clean["class_names"] = ()
-    cfg = dataclasses.replace(entry.config, **clean)
-    validate = getattr(cfg, "validate", None)
-    if validate is not None:
-        validate()
+    try:
+        cfg = dataclasses.replace(entry.config, **clean)
+        validate = getattr(cfg, "validate", None)
+        if validate is not None:
+            validate()
+    except ModelError:
+        raise  # the family's own check words it best (the CLI checks --cfg types before this)
+    except Exception:
+        if problem:
+            raise ModelError(f"model {name!r} option {problem}") from None
+        raise
+    if problem:
+        raise ModelError(f"model {name!r} option {problem}")
     return cfg
 
 

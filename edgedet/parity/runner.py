@@ -146,7 +146,7 @@ def check_file(path: str | Path, options: ParityOptions = ParityOptions(),
         except (BackendUnavailable, MissingDependencyError) as e:  # cannot run here: not a verdict
             reason = _first_line(e)
             report.backends.append(BackendReport(label, "skipped", reason=reason[:300]))
-            say(f"  {label}: skipped ({reason[:160]})")
+            say(f"  {label}: skipped")  # the reason is printed once, in the report's table
             continue
         except Exception as e:  # the backend is here but cannot open this graph: the graph fails
             reason = _first_line(e)
@@ -159,7 +159,7 @@ def check_file(path: str | Path, options: ParityOptions = ParityOptions(),
             # ONNX Runtime falls back to the CPU when a listed provider cannot start.
             reason = f"{expected} is not usable here (the session runs on {', '.join(assigned) or 'nothing'})"
             report.backends.append(BackendReport(label, "skipped", providers=assigned, reason=reason))
-            say(f"  {label}: skipped ({reason})")
+            say(f"  {label}: skipped")  # the reason is printed once, in the report's table
             continue
         device = _reference_device(providers)
         if device not in refs_on:

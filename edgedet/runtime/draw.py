@@ -14,7 +14,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-__all__ = ["palette", "draw_detections", "overlay_mask", "draw_label", "label_style", "draw_status"]
+__all__ = ["palette", "draw_detections", "overlay_mask", "mask_legend", "draw_legend", "draw_label", "label_style",
+           "draw_status"]
 
 Color = tuple[int, int, int]
 
@@ -171,6 +172,29 @@ def overlay_mask(image: np.ndarray, semantic: np.ndarray, alpha: float = 0.45,
         tint = lut[values]
         image[drawn] = np.clip(pixels * (1.0 - alpha) + tint * alpha + 0.5, 0, 255).astype(np.uint8)
     return image
+
+
+def draw_legend(image: np.ndarray, entries: Sequence[tuple[str, Color]]) -> np.ndarray:
+    """List ``(name, colour)`` entries as coloured tags down the top-right corner (the key of a
+    segmentation overlay: one tag per class present in the mask)."""
+    scale, thickness, _ = label_style(image.shape)
+    y = 0
+    for name, color in entries:
+        (tw, th), baseline = cv2.getTextSize(name, _FONT, scale, thickness)
+        draw_label(image, name, image.shape[1] - tw - 2 * max(1, round(th * 0.25)), y, color, scale, thickness,
+                   above=False)
+        y += th + baseline + max(1, int(round(th * 0.25))) + 1
+    return image
+
+
+def mask_legend(semantic: np.ndarray, class_names: Sequence[str], ignore: int = 255) -> list[tuple[str, Color]]:
+    """The legend of :func:`overlay_mask`'s colours for the classes present in ``semantic``
+    (background and ``ignore`` are not drawn, so they have no entry)."""
+    values = sorted(int(v) for v in np.unique(semantic) if v != 0 and v != ignore)
+    if not values:
+        return []
+    colors = palette(values[-1])
+    return [(class_names[v] if v < len(class_names) else str(v), colors[v - 1]) for v in values]
 
 
 def draw_status(image: np.ndarray, text: str) -> np.ndarray:

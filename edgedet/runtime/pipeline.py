@@ -25,12 +25,13 @@ from typing import Any, Callable, Iterator, Sequence
 from edgedet.runtime.api import ExportedModel, load_model
 from edgedet.runtime.backends import ProviderWarning
 from edgedet.runtime.draw import draw_status
+from edgedet.runtime.files import check_writable_file
 from edgedet.runtime.metadata import read_metadata
 from edgedet.runtime.results import Result
 from edgedet.runtime.sources import IMAGE_SUFFIXES, CaptureGroup, Source, SourceError, open_sources, quiet_video_logs
 from edgedet.runtime.timing import StageTimes
-from edgedet.runtime.writers import (VIDEO_FOURCC, Display, ImageSink, JsonlSink, OutputError, VideoSink,
-                                     check_display, output_path)
+from edgedet.runtime.writers import (VIDEO_FOURCC, DiskFullError, Display, ImageSink, JsonlSink, OutputError,
+                                     VideoSink, check_display, output_path)
 
 __all__ = ["RunOptions", "RunSummary", "run", "run_pipeline"]
 
@@ -127,8 +128,25 @@ class _Outputs:
             total = sum(s.length or 0 for s in sources) if all(s.length is not None for s in sources) else None
             if options.max_frames is not None and total is not None:
                 total = min(total, options.max_frames)
-            self.images = ImageSink(save, single=total == 1)
-        self.json = JsonlSink(options.save_json) if options.save_json else None
+            self.images = ImageSink(save, single=total == 1, sources=len(sources))
+        self.json: JsonlSink | None = None
+        self.error: BaseException | None = None  # a sink that could not be finalised
+        self.lost: list[str] = []  # outputs not renamed into place because the run failed
+        self.written: list[str] = []
+        try:  # every output is locked (and stale temporaries cleaned) before the first frame
+            if save is not None and self.images is None:
+                for i, source in enumerate(self.sources):
+                    self.videos[i] = VideoSink(output_path(save, i, len(self.sources)), self._video_fps(source))
+            self.json = JsonlSink(options.save_json) if options.save_json else None
+        except BaseException as e:
+            self.close(e)
+            raise
+
+    def _video_fps(self, source: Source) -> float | None:
+        fps = source.fps if source.kind != "images" else 1.0
+        if source.fps and self.options.vid_stride > 1 and source.kind == "video":
+            fps = source.fps / self.options.vid_stride
+        return fps
 
     @property
     def draws(self) -> bool:
@@ -137,17 +155,9 @@ class _Outputs:
     def write(self, result: Result, image) -> None:
         save = self.options.save
         if save is not None and self.images is None:
-            sink = self.videos.get(result.source_id)
-            if sink is None:
-                source = self.sources[result.source_id]
-                fps = source.fps if source.kind != "images" else 1.0
-                if source.fps and self.options.vid_stride > 1 and source.kind == "video":
-                    fps = source.fps / self.options.vid_stride
-                sink = self.videos[result.source_id] = VideoSink(
-                    output_path(save, result.source_id, len(self.sources)), fps)
-            sink.write(image)
+            self.videos[result.source_id].write(image)
         elif self.images is not None:
-            self.images.write(image)
+            self.images.write(image, result.frame_index, result.source_id)
         if self.json is not None:
             self.json.write(result.to_dict())
         if self.options.show:
@@ -158,10 +168,25 @@ class _Outputs:
             if not display.show(image):
                 self.quit = True
 
-    def close(self) -> list[str]:
+    def close(self, error: BaseException | None = None) -> list[str]:
+        """Finalise the outputs of a run that ended without ``error`` (or was interrupted); returns
+        what was written. After an error nothing is renamed into place, except that the JSON lines
+        of a run that ran out of space keep their complete records. A video that cannot be
+        finalised sets :attr:`error`."""
         written = []
+        failed = error
         for sink in self.videos.values():
-            path = sink.close()
+            if failed is not None:
+                if sink.frames:
+                    self.lost.append(str(sink.path))
+                sink.discard()
+                continue
+            try:
+                path = sink.close()
+            except OutputError as e:
+                failed = self.error = e
+                self.lost.append(str(sink.path))
+                continue
             if path is not None:
                 width, height = sink.size or (0, 0)
                 written.append(f"{path} ({_plural(sink.frames, 'frame')}, {width}x{height}, {sink.fps:g} fps, "
@@ -170,10 +195,31 @@ class _Outputs:
             where = self.images.close()
             written.append(f"{where} ({_plural(self.images.frames, 'image')})")
         if self.json is not None:
-            written.append(f"{self.json.close()} ({_plural(self.json.lines, 'line')})")
+            if failed is None or isinstance(failed, DiskFullError):
+                try:
+                    path = self.json.close()
+                    if path is not None:
+                        written.append(f"{path} ({_plural(self.json.lines, 'line')})")
+                except OutputError as e:
+                    self.error = self.error or e
+                    self.lost.append(str(self.json.path))
+            else:
+                self.json.discard()
         for display in self.displays.values():
             display.close()
+        self.written = written
         return written
+
+    def explain(self, error: BaseException) -> BaseException:
+        """``error`` saying which outputs were not written and which were kept (out of space)."""
+        if not isinstance(error, DiskFullError):
+            return error
+        parts = [str(error)]
+        if self.lost:
+            parts.append(f"{', '.join(self.lost)} not written")
+        if self.json is not None and any(w.startswith(str(self.json.path) + " ") for w in self.written):
+            parts.append(f"kept {self.json.path} with {_plural(self.json.lines, 'complete line')}")
+        return DiskFullError("; ".join(parts))
 
 
 class _Writer(threading.Thread):
@@ -187,8 +233,9 @@ class _Writer(threading.Thread):
         self.stop = stop
         self.queue: queue.Queue[Result | None] = queue.Queue(maxsize=maxsize)
         self.error: BaseException | None = None
-        self._fps = 0.0
-        self._last: float | None = None
+        # The FPS drawn on frames is the summary's: frames handled / seconds since the run started.
+        self.started = time.perf_counter()
+        self._handled = 0
 
     def run(self) -> None:
         while True:
@@ -204,17 +251,14 @@ class _Writer(threading.Thread):
                 self.stop.set()
 
     def _handle(self, result: Result) -> None:
-        now = time.perf_counter()
-        if self._last is not None:
-            dt = now - self._last
-            self._fps = 1.0 / dt if self._fps == 0 else 0.9 * self._fps + 0.1 / max(dt, 1e-6)
-        self._last = now
         t0 = time.perf_counter()
+        self._handled += 1
+        fps = self._handled / max(t0 - self.started, 1e-6)
         image = result.image
         if self.outputs.draws and image is not None:
             image = result.plot(image, copy=False)  # the frame is ours: draw on it
-            if self._fps and self.outputs.images is None:  # annotated photos carry no FPS
-                draw_status(image, f"{self._fps:.1f} FPS")
+            if self._handled > 1 and self.outputs.images is None:  # annotated photos carry no FPS
+                draw_status(image, f"{fps:.1f} FPS")
         t1 = time.perf_counter()
         self.outputs.write(result, image)
         t2 = time.perf_counter()
@@ -296,7 +340,8 @@ def run_pipeline(model: ExportedModel, sources: Sequence[Source], options: RunOp
     progress = _progress_bar(sources, options.max_frames, options.progress)
     writer = _Writer(outputs, times, progress, stop, maxsize=2 * batch + 2)
     writer.start()
-    start = time.perf_counter()
+    start = writer.started = time.perf_counter()
+    failure: BaseException | None = None
     try:
         with _stop_on_signals(stop, say_err) as stopped:
             for result in model.process(group, batch=batch, max_frames=options.max_frames, times=times, stop=stop):
@@ -304,21 +349,28 @@ def run_pipeline(model: ExportedModel, sources: Sequence[Source], options: RunOp
                 summary.detections += len(result)
                 writer.put(result)
             summary.stopped_by = stopped.get("by")
+    except BaseException as e:
+        failure = e
+        raise
     finally:
         writer.put(None)
         writer.join()
         summary.seconds = time.perf_counter() - start
         if progress is not None:
             progress.close()
-        summary.outputs = outputs.close()
+        summary.outputs = outputs.close(failure or writer.error)
         summary.frames_read = sum(s.frames_read for s in sources)
         summary.corrupt = sum(s.corrupt for s in sources)
         summary.reconnects = sum(s.reconnects for s in sources)
         summary.dropped = group.dropped
         summary.stages = times.percentiles()
         summary.problems = list(group.errors)
-    if writer.error is not None:
-        raise writer.error
+    error = writer.error or outputs.error
+    if error is not None:
+        explained = outputs.explain(error)
+        if explained is error:
+            raise error
+        raise explained from None
     if outputs.quit and summary.stopped_by is None:
         summary.stopped_by = "the window"
     return summary
@@ -353,6 +405,9 @@ def _check_outputs(options: RunOptions) -> None:
     if options.save_json is not None and options.save is not None and \
             options.save_json.resolve() == options.save.resolve():
         raise OutputError("--save and --save-json name the same file")
+    for path in (options.save, options.save_json):  # unwritable: fail before opening anything
+        if path is not None and not (path.exists() and not path.is_file()):  # FIFOs are written as they are
+            check_writable_file(path)
 
 
 def run(model_path: str | Path, source: str, options: RunOptions, *, backend: str = "auto",
@@ -366,7 +421,8 @@ def run(model_path: str | Path, source: str, options: RunOptions, *, backend: st
         check_display()
     _check_outputs(options)
     sources = open_sources(source, vid_stride=options.vid_stride, open_timeout=options.open_timeout,
-                           reconnect_attempts=options.reconnect_attempts)
+                           reconnect_attempts=options.reconnect_attempts,
+                           warn=lambda message: say_err(f"warning: {message}"))
     try:
         with _warnings_as_lines(say_err):
             model = load_model(model_path, backend=backend, providers=providers, conf=options.conf,

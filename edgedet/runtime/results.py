@@ -77,7 +77,7 @@ class Result:
 
     def plot(self, image: np.ndarray | None = None, copy: bool = True) -> np.ndarray:
         """Draw the result on ``image`` (default: the frame it came from); returns the drawing."""
-        from edgedet.runtime.draw import draw_detections, overlay_mask
+        from edgedet.runtime.draw import draw_detections, draw_legend, mask_legend, overlay_mask
 
         image = self.image if image is None else image
         if image is None:
@@ -85,6 +85,7 @@ class Result:
         image = image.copy() if copy else image
         if self.mask is not None:
             image = overlay_mask(image, self.mask)
+            draw_legend(image, mask_legend(self.mask, self.class_names))
         if len(self.boxes):
             image = draw_detections(image, self.boxes, self.labels, self.scores, self.class_names)
         return image

@@ -7,8 +7,8 @@ open (MJPEG, HLS, ...), or a ``.txt`` file listing any of these, one per line.
 Each source is read on its own thread into a bounded queue (:class:`CaptureGroup`). Live sources
 (cameras, streams) keep the newest frames and count what they drop, so inference always sees the
 present; files never drop. Network streams that stall or end reconnect with backoff; a corrupt
-frame is skipped and counted. Opening is bounded in time: a camera or stream that does not open
-is a :class:`SourceError`, never a hang.
+frame is skipped and counted. Opening is bounded in time: a camera, stream or video file that
+does not open is a :class:`SourceError`, never a hang, and a FIFO or socket is refused up front.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import glob
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -96,14 +97,25 @@ class Source:
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray | None:
-    """An image file as uint8 BGR ``[h, w, 3]``, or ``None`` when it cannot be decoded."""
+    """An image file as uint8 BGR ``[h, w, 3]``, or ``None`` when it cannot be decoded.
+
+    Never raises for a bad file: a header that declares more pixels than OpenCV's limit
+    (``OPENCV_IO_MAX_IMAGE_PIXELS``, 2**30 by default) makes ``cv2.imdecode`` raise ``cv2.error``,
+    and an image too large for memory a ``MemoryError``; both are an unreadable image here. Only
+    regular files are read (a FIFO named like an image would block).
+    """
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
         data = np.fromfile(str(path), dtype=np.uint8)  # unlike cv2.imread, any path encoding works
-    except OSError:
+    except (OSError, ValueError):
         return None
     if data.size == 0:
         return None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except (cv2.error, MemoryError):
+        return None
     if image is None or image.size == 0:
         return None
     return image
@@ -164,24 +176,69 @@ def wait_unless_stopped(seconds: float, stop: threading.Event | None) -> bool:
     return stop.wait(seconds)
 
 
+def _open_bounded(factory: Callable[[], cv2.VideoCapture], timeout: float) -> cv2.VideoCapture | None:
+    """``factory()`` run on a helper thread; ``None`` when it has not returned within ``timeout``.
+
+    Camera drivers, FFmpeg's network and file probes can block in open; waiting on a thread keeps
+    the caller bounded and interruptible (Ctrl-C reaches the waiting thread). A capture that
+    arrives after the caller gave up is released by the helper.
+    """
+    box: list[cv2.VideoCapture | None] = []
+    lock = threading.Lock()
+    abandoned = threading.Event()
+
+    def target() -> None:
+        try:
+            cap = factory()
+        except Exception:  # an OpenCV build that raises instead of returning a closed capture
+            cap = None
+        with lock:
+            if abandoned.is_set():
+                if cap is not None and hasattr(cap, "release"):
+                    cap.release()
+                return
+            box.append(cap)
+
+    thread = threading.Thread(target=target, daemon=True, name="open-source")
+    thread.start()
+    thread.join(timeout)
+    with lock:
+        if box:
+            return box[0]
+        abandoned.set()
+        return None
+
+
 class VideoSource(Source):
     """A video file, a camera or a network stream, read with ``cv2.VideoCapture``.
 
+    Every open (and reopen) runs under ``open_timeout``. A live source that is lost (stream
+    stalled past the read timeout, connection closed, camera unplugged) is reopened with backoff:
+    the delay starts at ``backoff`` and doubles up to 8 s, and after ``reconnect_attempts``
+    attempts without a healthy connection the source is given up (``error`` says why). A
+    connection counts as healthy once it has delivered frames for longer than ``open_timeout``
+    (the read timeout); only then do the attempt counter and the delay start over. So a server
+    that sends a few frames and then stalls on every connection is given up after
+    ``reconnect_attempts`` reconnects instead of being retried forever at the first delay.
+
     Args:
-        target: a file path, a camera index or a stream URL.
+        target: a file path, a camera index (or device path) or a stream URL.
         kind: ``video``, ``camera`` or ``stream``.
         vid_stride: keep every ``vid_stride``-th frame (the others are grabbed, not decoded to BGR).
-        open_timeout: seconds to wait for a camera or stream to open (and a stream to give a frame).
-        reconnect_attempts: how often a lost stream or camera is reopened (backoff 0.5 s doubling
-            to 8 s) before it is given up; ``0`` ends it at the first failure.
+        open_timeout: seconds to wait for a source to open (and a stream to give a frame).
+        reconnect_attempts: how often a lost stream or camera is reopened before it is given up;
+            ``0`` ends it at the first failure.
         backoff: the first reconnect delay in seconds.
         wait: how a backoff delay is waited out, ``(seconds, stop event or None) -> stopped``;
             :func:`wait_unless_stopped` unless a caller (a test) wants to see the delays asked for.
+        warn: called with one line per reconnect attempt (the run prints them as ``warning:``).
+        clock: monotonic seconds, to tell how long a connection has been delivering frames.
     """
 
     def __init__(self, target: str | int, kind: str, name: str, vid_stride: int = 1, open_timeout: float = 10.0,
                  reconnect_attempts: int = 5, backoff: float = 0.5,
-                 wait: Callable[[float, threading.Event | None], bool] = wait_unless_stopped) -> None:
+                 wait: Callable[[float, threading.Event | None], bool] = wait_unless_stopped,
+                 warn: Callable[[str], None] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(name)
         self.target = target
         self.kind = kind
@@ -191,39 +248,53 @@ class VideoSource(Source):
         self.reconnect_attempts = reconnect_attempts
         self.backoff = backoff
         self._wait = wait
+        self._warn = warn
+        self._clock = clock
         self._cap: cv2.VideoCapture | None = None
+        # Reconnect state; it starts over only when a connection has proved healthy.
+        self._attempts = 0  # reconnect attempts since the last healthy connection
+        self._delay = backoff  # the next backoff delay
+        self._unhealthy = 0  # connections in a row lost before they became healthy
+        self._connected_at = 0.0
+        self._connection_frames = 0
         self._position = 0  # frames consumed from the capture (read or grabbed)
         self._skip = 0  # frames to grab before the next one kept (--vid-stride)
         self._total: int | None = None
 
     def _new_capture(self) -> cv2.VideoCapture | None:
+        """A new capture, or ``None`` when opening did not finish within ``open_timeout``."""
         ms = int(self.open_timeout * 1000)
+        target = self.target
         if self.kind == "stream":
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
-            return cv2.VideoCapture(str(self.target), cv2.CAP_FFMPEG, params)
+            # FFmpeg bounds its own open and probe reads (each ``open_timeout``); the thread is
+            # the backstop for what it does not bound (name resolution, a stuck demuxer).
+            return _open_bounded(lambda: cv2.VideoCapture(str(target), cv2.CAP_FFMPEG, params),
+                                 2 * self.open_timeout + 1)
         if self.kind == "camera":
-            # Some camera drivers block in open; do it on a helper thread so a stuck one cannot
-            # hang the run.
-            box: list[cv2.VideoCapture] = []
-            thread = threading.Thread(target=lambda: box.append(cv2.VideoCapture(int(self.target))), daemon=True)
-            thread.start()
-            thread.join(self.open_timeout)
-            return box[0] if box else None
-        return cv2.VideoCapture(str(self.target))
+            device = target if isinstance(target, str) else int(target)
+            return _open_bounded(lambda: cv2.VideoCapture(device), self.open_timeout)
+        return _open_bounded(lambda: cv2.VideoCapture(str(target)), self.open_timeout)
+
+    def _connected(self, cap: cv2.VideoCapture) -> None:
+        self._cap = cap
+        self._connected_at = self._clock()
+        self._connection_frames = 0
 
     def open(self) -> None:
         cap = self._new_capture()
-        if cap is None:
+        if cap is None and self.kind != "stream":
             raise SourceError(f"{self.name}: did not open within {self.open_timeout:g} s")
-        if not cap.isOpened():
-            cap.release()
+        if cap is None or not cap.isOpened():
+            if cap is not None:
+                cap.release()
             if self.kind == "camera":
                 raise SourceError(f"no camera at index {self.target} (cannot open {self.name})")
             if self.kind == "stream":
                 raise SourceError(f"cannot open stream {self.name} (unreachable, not a video stream, "
                                   f"or no answer within {self.open_timeout:g} s)")
             raise SourceError(f"{self.name}: not a readable video file")
-        self._cap = cap
+        self._connected(cap)
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if 0 < fps < 1000 else None
         w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
@@ -235,23 +306,41 @@ class VideoSource(Source):
                 self.length = -(-total // self.vid_stride)
 
     def _reopen(self, stop: threading.Event | None) -> bool:
-        """Reconnect a lost stream with exponential backoff; ``False`` when it stays lost."""
+        """Reconnect a lost source with exponential backoff; ``False`` when it stays lost.
+
+        The attempts and the delay carry over from earlier losses until a connection has been
+        healthy (see the class docstring), so reconnects that each give a few frames and stall
+        again still run out.
+        """
         if self._cap is not None:
             self._cap.release()
             self._cap = None
-        delay = self.backoff
-        for _ in range(self.reconnect_attempts):
+        self._unhealthy += 1
+        why = f"lost after {_plural(self._connection_frames, 'frame')} on this connection"
+        while self._attempts < self.reconnect_attempts:
+            delay = self._delay
+            self._attempts += 1
+            self._delay = min(delay * 2, 8.0)
+            if self._warn is not None:
+                self._warn(f"{self.name}: {why}; reconnecting in {delay:g} s "
+                           f"(attempt {self._attempts} of {self.reconnect_attempts})")
             if self._wait(delay, stop):
                 return False
-            delay = min(delay * 2, 8.0)
             cap = self._new_capture()
             if cap is not None and cap.isOpened():
-                self._cap = cap
+                self._connected(cap)
                 self.reconnects += 1
                 return True
             if cap is not None:
                 cap.release()
-        self.error = f"{self.name}: lost, and {self.reconnect_attempts} reconnect attempts failed"
+            why = "reconnect failed"
+        if self.reconnects and self._unhealthy > 1:
+            self.error = (f"{self.name}: the stream stalled or dropped on every connection "
+                          f"({self._unhealthy} in a row, each before delivering frames for "
+                          f"{self.open_timeout:g} s); "
+                          f"gave up after {self.reconnect_attempts} reconnect attempts")
+        else:
+            self.error = f"{self.name}: lost, and {self.reconnect_attempts} reconnect attempts failed"
         return False
 
     def _read_one(self, decode: bool) -> tuple[bool, np.ndarray | None]:
@@ -279,6 +368,11 @@ class VideoSource(Source):
                     image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR if image.ndim == 2 or image.shape[2] == 1
                                          else cv2.COLOR_BGRA2BGR)
                 self.frames_read += 1
+                self._connection_frames += 1
+                if self.live and self._unhealthy and self._clock() - self._connected_at > self.open_timeout:
+                    # This connection has delivered frames for longer than a stall takes to
+                    # detect: the losses before it are history.
+                    self._attempts, self._delay, self._unhealthy = 0, self.backoff, 0
                 self._skip = self.vid_stride - 1
                 index = self._position - 1
                 if self.live:
@@ -314,6 +408,28 @@ class VideoSource(Source):
             self._cap = None
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+_SPECIAL_FILES = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                  (stat.S_ISBLK, "a block device"))
+
+
+def _special_file(path: Path) -> str | None:
+    """What ``path`` is when it is neither a regular file nor a folder (``a FIFO``, ...), else ``None``.
+
+    Opening a FIFO or a socket blocks until a writer appears, so such paths are refused up front.
+    """
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        raise SourceError(f"{path}: cannot read ({e.strerror or e})") from None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return next((what for test, what in _SPECIAL_FILES if test(mode)), "not a file or folder")
+
+
 def _camera_index(spec: str) -> int | None:
     text = spec.strip().lower()
     if text.startswith("camera"):
@@ -327,12 +443,18 @@ def _has_glob(spec: str) -> bool:
 
 
 def parse_source(spec: str, *, vid_stride: int = 1, open_timeout: float = 10.0,
-                 reconnect_attempts: int = 5, _depth: int = 0, _base: Path | None = None) -> list[Source]:
-    """Turn a source spec into (unopened) sources; a ``.txt`` list gives several."""
+                 reconnect_attempts: int = 5, warn: Callable[[str], None] | None = None,
+                 _depth: int = 0, _base: Path | None = None) -> list[Source]:
+    """Turn a source spec into (unopened) sources; a ``.txt`` list gives several.
+
+    A path that is not a regular file or a folder (a FIFO, a socket, a device other than a
+    ``/dev/video*`` camera) is a :class:`SourceError`: reading it could block forever.
+    """
     spec = str(spec).strip()
     if not spec:
         raise SourceError("empty source")
-    video = dict(vid_stride=vid_stride, open_timeout=open_timeout, reconnect_attempts=reconnect_attempts)
+    video = dict(vid_stride=vid_stride, open_timeout=open_timeout, reconnect_attempts=reconnect_attempts,
+                 warn=warn)
     index = _camera_index(spec)
     if index is not None and not Path(spec).exists():
         return [VideoSource(index, "camera", f"camera{index}", **video)]
@@ -350,6 +472,11 @@ def parse_source(spec: str, *, vid_stride: int = 1, open_timeout: float = 10.0,
     if not path.exists():
         raise SourceError(f"{spec} does not exist (give a camera index, a video, an image, a folder, "
                           f"a glob, a stream URL or a .txt list)")
+    special = _special_file(path)
+    if special == "a character device" and path.name.startswith("video"):
+        return [VideoSource(str(path), "camera", str(path), **video)]  # a V4L2 camera by its device path
+    if special is not None:
+        raise SourceError(f"{spec} is not a regular file ({special})")
     if path.is_dir():
         images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not images:
@@ -369,7 +496,8 @@ def parse_source(spec: str, *, vid_stride: int = 1, open_timeout: float = 10.0,
         sources: list[Source] = []
         for entry in entries:
             sources += parse_source(entry, vid_stride=vid_stride, open_timeout=open_timeout,
-                                    reconnect_attempts=reconnect_attempts, _depth=_depth + 1, _base=path.parent)
+                                    reconnect_attempts=reconnect_attempts, warn=warn, _depth=_depth + 1,
+                                    _base=path.parent)
         return sources
     if suffix in IMAGE_SUFFIXES:
         return [ImageSource([path], str(path))]
@@ -377,13 +505,16 @@ def parse_source(spec: str, *, vid_stride: int = 1, open_timeout: float = 10.0,
 
 
 def open_sources(spec: str | Iterable[str], *, vid_stride: int = 1, open_timeout: float = 10.0,
-                 reconnect_attempts: int = 5) -> list[Source]:
-    """Parse and open every source of ``spec``; on any failure the opened ones are closed again."""
+                 reconnect_attempts: int = 5, warn: Callable[[str], None] | None = None) -> list[Source]:
+    """Parse and open every source of ``spec``; on any failure the opened ones are closed again.
+
+    ``warn`` receives one line per reconnect attempt of a live source (see :class:`VideoSource`).
+    """
     specs = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
     sources: list[Source] = []
     for item in specs:
         sources += parse_source(str(item), vid_stride=vid_stride, open_timeout=open_timeout,
-                                reconnect_attempts=reconnect_attempts)
+                                reconnect_attempts=reconnect_attempts, warn=warn)
     opened: list[Source] = []
     try:
         for source in sources:

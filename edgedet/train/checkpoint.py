@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -59,20 +61,53 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, train: dict[str, 
     return Path(path)
 
 
+def _not_a_checkpoint(path: Path) -> str | None:
+    """Why ``path`` is some other edgedet input rather than a checkpoint, or None."""
+    suffix = path.suffix.lower()
+    torchscript = suffix == ".torchscript"
+    if not torchscript and zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                torchscript = any(n.endswith("/constants.pkl") or "/code/" in n for n in archive.namelist())
+        except (OSError, zipfile.BadZipFile):
+            pass
+    if suffix == ".onnx" or torchscript:
+        return (f"{path} is an exported graph, not a checkpoint: compare it with PyTorch with "
+                f"`edgedet parity {path}`, run it with `edgedet run --model {path}`")
+    if suffix == ".weights":
+        return (f"{path} is a darknet .weights file, not an edgedet checkpoint: `edgedet export` and "
+                f"`edgedet train` take it with --weights")
+    return None
+
+
+def _torch_reason(e: BaseException) -> str:
+    """The gist of torch's refusal, without its advice to load with ``weights_only=False`` (we never do)."""
+    text = str(e).replace("WeightsUnpickler error:", "\n\n")
+    advice = ("weights_only", "Weights only load failed", "Check the documentation", "Please file an issue")
+    paragraphs = [" ".join(p.split()) for p in text.split("\n\n")]
+    facts = [p for p in paragraphs if p and not any(a in p for a in advice)]
+    return facts[0].split(". ")[0].rstrip(".") if facts else type(e).__name__
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read and validate a checkpoint without executing anything stored in it."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a checkpoint")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    reason = _not_a_checkpoint(path)
+    if reason:
+        raise CheckpointError(reason)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's pickle-protocol chatter would precede our one line
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"refusing to load {path}: it is not plain tensors and data "
-                              f"(loading it would run code stored in the file): {first}") from None
+        raise CheckpointError(f"refusing to load {path}: it is not plain tensors and data (loading it could run "
+                              f"code stored in the file; edgedet never does): {_torch_reason(e)}") from None
     except Exception as e:  # torch's unpickler fails with assorted types on corrupt bytes
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} is not a readable checkpoint: {first}") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint: {_torch_reason(e)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an edgedet checkpoint (no '{FORMAT}' format tag)")
     if ckpt.get("format_version", 0) > FORMAT_VERSION:

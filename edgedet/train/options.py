@@ -92,6 +92,11 @@ class TrainOptions:
         return cls(**d)
 
     def check(self) -> None:
+        from edgedet.export.options import imgsz_problem  # the one --imgsz limit, shared with export
+
+        problem = imgsz_problem(self.imgsz)
+        if problem:
+            raise TrainingError(problem)
         if self.epochs < 1:
             raise TrainingError(f"--epochs must be >= 1, got {self.epochs}")
         if self.batch < 1:
@@ -102,8 +107,16 @@ class TrainOptions:
             raise TrainingError(f"box loss must be one of {', '.join(BOX_LOSSES)}, got {self.box_loss!r}")
         if self.patience < 0 or (self.workers or 0) < 0:
             raise TrainingError("--patience and --workers must be >= 0")
+        if self.weights and not self.weights.startswith("darknet:") and Path(self.weights).is_dir():
+            raise TrainingError(f"--weights {self.weights} is a directory, not a checkpoint")
         if self.weights and not self.weights.startswith("darknet:") and not Path(self.weights).is_file():
             raise TrainingError(f"--weights {self.weights} does not exist")
+        if self.model and self.model_config:
+            from edgedet.models.registry import config_value_problem
+
+            problem = config_value_problem(self.model, self.model_config)
+            if problem:
+                raise TrainingError(f"--cfg {problem}")
 
 
 @dataclass

@@ -2,9 +2,10 @@
 
 :func:`train` takes :class:`TrainOptions` and writes into ``options.out``:
 
-- ``last.pt``: the full state after every epoch (and on Ctrl-C, mid-epoch): model, optimizer,
-  LR scheduler, AMP scaler, RNG, epoch and batch position, history. ``--resume`` continues from it
-  exactly where the run stopped: same batches, same augmentation, same random numbers.
+- ``last.pt``: the full state after every epoch (and on Ctrl-C or, through the CLI, SIGTERM,
+  mid-epoch): model, optimizer, LR scheduler, AMP scaler, RNG, epoch and batch position, history.
+  ``--resume`` continues from it exactly where the run stopped: same batches, same augmentation,
+  same random numbers.
 - ``best.pt``: the model of the epoch with the best validation fitness (the family spec's
   ``fitness``), without optimizer state.
 - ``results.csv`` and ``results.png``: losses and validation metrics per epoch.
@@ -92,15 +93,19 @@ def _setup_distributed(device: str | None) -> tuple[_Dist, torch.device]:
 
 
 def _start(options: TrainOptions, resume: bool, exist_ok: bool) -> tuple[TrainOptions, dict[str, Any] | None]:
+    from edgedet.runtime.files import check_writable_dir
+
     out = Path(options.out)
     last = out / "last.pt"
     if not resume:
         if last.exists() and not exist_ok:
             raise TrainingError(f"{out} already holds a run (last.pt); continue it with --resume, or choose "
                                 f"another --out (or pass --exist-ok to start over there)")
+        check_writable_dir(out)  # an unwritable --out fails now, not after the first epoch
         return options, None
     if not last.is_file():
         raise TrainingError(f"--resume: {last} does not exist; nothing to resume in {out}")
+    check_writable_dir(out)
     ckpt = load_checkpoint(last)
     state = ckpt.get("train", {})
     if "options" not in state or "optimizer" not in state:

@@ -1,15 +1,17 @@
 """Penn-Fudan, YOLO and COCO layouts built in tmp_path: reading, splits and every bad-data error."""
 
 import json
+import warnings
 
 import cv2
 import numpy as np
 import pytest
 
 from edgedet.data import CocoDataset, PennFudan, YoloDataset, build_dataset
-from edgedet.data.disk import read_instance_ids, split_every
+from edgedet.data.disk import DataWarning, read_instance_ids, split_every
 from edgedet.errors import DataError
 from tests.conftest import assert_sample_contract
+from tests.runtime.conftest import write_oversized_png
 
 H, W = 40, 50
 
@@ -170,10 +172,10 @@ def test_yolo_class_names_from_data_yaml(tmp_path, yaml_text, names):
 
 
 def test_yolo_label_out_of_range(tmp_path):
+    # Label files are all read when the set is built: a bad line fails before training starts.
     root = make_yolo(tmp_path, label_text="2 0.5 0.5 0.2 0.2\n")
-    dataset = YoloDataset(root, val_every=0)
     with pytest.raises(DataError, match=r"a\.txt line 1: class 2 outside 0\.\.1"):
-        dataset[0]
+        YoloDataset(root, val_every=0)
 
 
 def test_yolo_box_outside_image(tmp_path):
@@ -184,14 +186,81 @@ def test_yolo_box_outside_image(tmp_path):
 
 def test_yolo_box_within_one_pixel_is_clipped(tmp_path):
     root = make_yolo(tmp_path, label_text="0 0.51 0.5 1.0 1.0\n")  # 0.5 px past the right edge
-    np.testing.assert_allclose(YoloDataset(root, val_every=0)[0]["boxes"], [[0.5, 0, W, H]], atol=1e-4)
+    with pytest.warns(DataWarning, match="1 box reaches past the image edge"):
+        dataset = YoloDataset(root, val_every=0)
+    np.testing.assert_allclose(dataset[0]["boxes"], [[0.5, 0, W, H]], atol=1e-4)
+
+
+def test_yolo_boxes_slightly_past_the_edge_are_clipped_with_one_warning(tmp_path):
+    # Up to 5 % of the side past the edge is clipped (as public sets need), counted over the
+    # whole set in one warning; further out stays an error (test_yolo_box_outside_image).
+    root = make_yolo(tmp_path, label_text="0 0.51 0.5 1.04 0.5\n1 0.5 0.02 0.2 0.1\n0 0.5 0.5 0.2 0.2\n")
+    (root / "labels" / "c.txt").write_text("1 0.02 0.5 0.08 0.2\n")  # 0.02 past the left edge
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dataset = YoloDataset(root, val_every=0)
+    messages = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+    assert len(messages) == 1 and "3 boxes reach past the image edge" in messages[0]
+    by_id = {s["id"]: s for s in dataset}
+    np.testing.assert_allclose(by_id["a"]["boxes"], [[0, 10, W, 30], [20, 0, 30, 2.8], [20, 16, 30, 24]],
+                               atol=1e-4)
+    np.testing.assert_allclose(by_id["c"]["boxes"], [[0, 16, 3, 24]], atol=1e-4)
+    for sample in by_id.values():
+        assert_sample_contract(dataset, sample)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)  # a clean set warns about nothing
+        YoloDataset(make_yolo(tmp_path / "clean"), val_every=0)
+
+
+@pytest.mark.parametrize("data, where", [
+    (b"0 0.5 0.5 0.2 0.2\n\x93\xfa\x00\xc3garbage\n", r"a\.txt line 2: not UTF-8 text; save it as UTF-8"),
+    ("0 0.5 0.5 0.2 0.2\n".encode("utf-16"), r"a\.txt line 1: not UTF-8 text \(it looks like UTF-16\)"),
+])
+def test_yolo_labels_that_are_not_utf8(tmp_path, data, where):
+    root = make_yolo(tmp_path)
+    (root / "labels" / "a.txt").write_bytes(data)
+    with pytest.raises(DataError, match=where):
+        YoloDataset(root, val_every=0)
+
+
+def test_yolo_labels_and_class_names_with_a_bom(tmp_path):
+    root = make_yolo(tmp_path)
+    (root / "labels" / "a.txt").write_bytes(b"\xef\xbb\xbf0 0.5 0.5 0.4 0.5\n")
+    (root / "classes.txt").write_bytes(b"\xef\xbb\xbfcat\ndog\n")
+    dataset = YoloDataset(root, val_every=0)
+    assert dataset.class_names == ("cat", "dog")
+    np.testing.assert_allclose(dataset[0]["boxes"], [[15, 10, 35, 30]], atol=1e-5)
+
+
+def test_yolo_without_labels_folder(tmp_path):
+    root = make_yolo(tmp_path)
+    for path in sorted((root / "labels").rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    (root / "labels").rmdir()
+    with pytest.raises(DataError, match=r"no labels/ folder beside images/ in .*"):
+        build_dataset(f"yolo:{root}")
+
+
+def test_yolo_non_finite_label(tmp_path):
+    root = make_yolo(tmp_path, label_text="0 nan 0.5 0.2 0.2\n")
+    with pytest.raises(DataError, match=r"a\.txt line 1: a number that is not finite"):
+        YoloDataset(root, val_every=0)
+
+
+def test_yolo_image_whose_header_declares_too_many_pixels(tmp_path):
+    # 60000x60000 in the header: OpenCV refuses to decode it; a DataError naming the file, no cv2.error.
+    root = make_yolo(tmp_path)
+    write_oversized_png(root / "images" / "c.png")
+    dataset = YoloDataset(root, val_every=0)
+    with pytest.raises(DataError, match=r"cannot read image .*c\.png: corrupt or unsupported format"):
+        dataset[[p.name for p in dataset.files].index("c.png")]
 
 
 @pytest.mark.parametrize("line", ["0 0.5 0.5 0.2\n", "zero 0.5 0.5 0.2 0.2\n", "0 0.5 0.5 -0.2 0.2\n"])
 def test_yolo_malformed_label_line(tmp_path, line):
     root = make_yolo(tmp_path, label_text=line)
     with pytest.raises(DataError, match=r"a\.txt line 1"):
-        YoloDataset(root, val_every=0)[0]
+        YoloDataset(root, val_every=0)
 
 
 def test_yolo_corrupt_image_and_missing_parts(tmp_path):
@@ -278,6 +347,16 @@ def test_coco_box_outside_image(tmp_path):
     path = make_coco(tmp_path, annotations=[bad])
     with pytest.raises(DataError, match=r"instances.json \(image img1.png\): box .* outside"):
         CocoDataset(path, val_every=0)[0]
+
+
+def test_coco_boxes_slightly_past_the_edge_are_clipped_with_one_warning(tmp_path):
+    slightly = [{"id": 9, "image_id": 10, "category_id": 3, "bbox": [40, 0, 12, 5]},  # 2 px past x = 50
+                {"id": 8, "image_id": 11, "category_id": 7, "bbox": [-1.5, 3, 10, 5]}]
+    path = make_coco(tmp_path, annotations=slightly)
+    with pytest.warns(DataWarning, match="instances.json: 2 boxes reach past the image edge"):
+        dataset = CocoDataset(path, val_every=0)
+    np.testing.assert_allclose(dataset[0]["boxes"], [[40, 0, W, 5]])
+    np.testing.assert_allclose(dataset[1]["boxes"], [[0, 3, 8.5, 8]])
 
 
 def test_coco_size_mismatch_and_bad_json(tmp_path):

@@ -251,6 +251,13 @@ def test_missing_and_tiny_files_are_user_errors(tmp_path):
         load_darknet_weights(model, stub)
 
 
+def test_random_bytes_are_not_a_weights_file(tmp_path):
+    junk = tmp_path / "junk.weights"
+    junk.write_bytes(struct.pack("<3i", 1283427103, -5, 7) + bytes(range(256)) * 8)
+    with pytest.raises(WeightsError, match=r"not a darknet \.weights file \(header version 1283427103\.-5\.7\)"):
+        load_darknet_weights(create_model("yolov3-tiny"), junk)
+
+
 # ------------------------------------------------------------------------------------ resolver
 
 

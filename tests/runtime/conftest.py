@@ -110,6 +110,21 @@ def image_folder(tmp_path) -> Path:
     return folder
 
 
+def write_oversized_png(path: Path, width: int = 60000, height: int = 60000) -> Path:
+    """A tiny PNG whose header (IHDR, with a valid CRC) declares ``width`` x ``height`` pixels: far
+    more than OpenCV's decoding limit, so ``cv2.imdecode`` refuses it with a ``cv2.error``."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
 class MjpegServer:
     """A stand-in IP camera: an HTTP server on 127.0.0.1 streaming multipart/x-mixed-replace JPEGs.
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgedet.runtime import ExportedModel, Result, load_model
-from edgedet.runtime.draw import draw_detections
+from edgedet.runtime.draw import draw_detections, draw_legend, mask_legend, overlay_mask
 from edgedet.runtime.letterbox import letterbox
 from edgedet.runtime.results import rle_decode, rle_encode
 from edgedet.runtime.sources import SourceError
@@ -141,8 +141,11 @@ def test_every_family_draws(graphs, name, tmp_path):
     assert drawn is not frame and drawn.shape == frame.shape
     changed = (drawn != frame).any(axis=2)
     if result.mask is not None:
-        # The overlay tints exactly the non-background pixels.
-        np.testing.assert_array_equal(changed, result.mask != 0)
+        # The overlay tints exactly the non-background pixels; then the legend names their classes.
+        expected = overlay_mask(frame.copy(), result.mask)
+        np.testing.assert_array_equal((expected != frame).any(axis=2), result.mask != 0)
+        legend = mask_legend(result.mask, model.class_names)
+        assert legend and drawn.tolist() == draw_legend(expected, legend).tolist()
     else:
         assert len(result) > 0 and changed.any()
         expected = draw_detections(frame.copy(), result.boxes, result.labels, result.scores, model.class_names)

@@ -84,6 +84,17 @@ def test_image_folder_with_a_corrupt_file_to_video(graphs, image_folder, tmp_pat
     assert video_frames(out)[:2] == (3, (320, 240))  # every image letterboxed into the first one's size
 
 
+def test_annotated_images_are_named_by_their_json_lines_frame(graphs, image_folder, tmp_path):
+    (image_folder / "img01.jpg").write_bytes(b"\xff\xd8\xff not an image")  # frame 1 is skipped as corrupt
+    out, js = tmp_path / "shot.jpg", tmp_path / "shot.jsonl"
+    result = run_cli("run", "--model", str(graphs("grid")), "--source", str(image_folder), "--save", str(out),
+                     "--save-json", str(js))
+    assert result.returncode == 0, result.stderr
+    frames = [r["frame"] for r in json_lines(js)]
+    assert frames and 1 not in frames
+    assert sorted(p.name for p in tmp_path.glob("shot_*.jpg")) == [f"shot_{f:06d}.jpg" for f in frames]
+
+
 @pytest.mark.parametrize("name", ["unet", "localizer"])
 def test_single_photo_to_annotated_image(graphs, darknet_reference, tmp_path, name):
     out, js = tmp_path / f"{name}.png", tmp_path / f"{name}.jsonl"
@@ -216,3 +227,31 @@ def test_onnx_runs_end_to_end_without_torch(graphs, video, tmp_path):
     # And the torchscript backend says what to install instead of failing obscurely.
     assert_user_error(run_cli("run", "--model", str(graphs("yolov3-tiny", "torchscript")), "--source", str(video),
                               no_torch=True), "needs PyTorch")
+
+
+def test_a_source_given_up_after_its_reconnects_ends_with_exit_1(monkeypatch, capsys):
+    """The summary and outputs are finalised, then one ``error:`` line and exit 1, so a supervisor
+    (systemd, docker) sees the failure; the backoff itself is covered in test_sources.py."""
+    import edgedet.runtime.pipeline as pipeline
+    from edgedet.cli import main
+    from edgedet.runtime.pipeline import RunSummary
+
+    given_up = "http://cam/video.mjpg: the stream stalled or dropped on every connection; gave up"
+
+    def fake_run(*args, say, say_err, **kwargs):
+        summary = RunSummary(model="m", task="detection", backend="onnxruntime", providers=["cpu"], batch=1,
+                             sources=["cam"], processed=12,
+                             problems=[given_up])
+        say_err(f"warning: {given_up}")
+        for line in summary.lines():
+            say(line)
+        return summary
+
+    monkeypatch.setattr(pipeline, "run", fake_run)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--model", "m.onnx", "--source", "http://cam/video.mjpg"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        "error: 1 of 1 source(s) failed and were given up (see the warnings above); outputs hold what was processed"]
+    assert "Traceback" not in err

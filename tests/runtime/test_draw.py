@@ -72,3 +72,22 @@ def test_draw_imports_without_torch():
     code = NO_TORCH_PRELUDE + "import edgedet.runtime.draw\nassert 'torch' not in sys.modules\nprint('ok')"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_segmentation_overlay_has_a_legend_of_the_classes_present_in_their_colours():
+    from edgedet.runtime.draw import draw_legend, mask_legend, overlay_mask, palette
+
+    semantic = np.zeros((120, 160), np.uint8)
+    semantic[10:40, 10:40] = 3  # class "2" (names start with background)
+    semantic[60:90, 60:90] = 1
+    semantic[100:, :] = 255  # ignored: no entry
+    names = ["background", "0", "1", "2"]
+    legend = mask_legend(semantic, names)
+    assert legend == [("0", palette(3)[0]), ("2", palette(3)[2])]
+    image = overlay_mask(np.zeros((120, 160, 3), np.uint8), semantic)
+    before = image.copy()
+    draw_legend(image, legend)
+    changed = np.argwhere((image != before).any(axis=2))
+    assert changed[:, 1].min() > 100 and changed[:, 0].max() < 60  # top-right corner only
+    assert (image == np.array(palette(3)[2], np.uint8)).all(axis=2).any()  # a tag in class 2's colour
+    assert mask_legend(np.zeros((4, 4), np.uint8), names) == []

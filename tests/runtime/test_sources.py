@@ -7,6 +7,7 @@ say the readers got ahead, and reconnect backoff is checked as the delays the so
 
 from __future__ import annotations
 
+import os
 import threading
 
 import cv2
@@ -14,8 +15,8 @@ import numpy as np
 import pytest
 
 from edgedet.runtime.sources import (CaptureGroup, ImageSource, SourceError, VideoSource, open_sources,
-                                     parse_source)
-from tests.runtime.conftest import write_video
+                                     parse_source, read_image)
+from tests.runtime.conftest import write_oversized_png, write_video
 
 
 def drain(group: CaptureGroup, n: int = 1) -> list:
@@ -37,6 +38,19 @@ class RecordedWaits(list):
     def __call__(self, seconds: float, stop: threading.Event | None) -> bool:
         self.append(seconds)
         return stop is not None and stop.is_set()
+
+
+class SteppingClock:
+    """A ``clock`` hook that moves ``step`` seconds per call: with a large step every connection
+    has delivered frames "for longer than the read timeout" by its first frame (healthy); with
+    ``step=0`` none ever does."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
 
 
 @pytest.mark.parametrize("spec, index", [("camera0", 0), ("camera1", 1), ("0", 0), ("3", 3)])
@@ -132,6 +146,50 @@ def test_corrupt_image_in_folder_is_skipped_and_counted(image_folder):
     assert source.corrupt == 1 and source.frames_read == 2
 
 
+def test_oversized_image_in_folder_is_skipped_and_counted(image_folder):
+    # The header declares 60000x60000 pixels: OpenCV refuses to decode it (cv2.error). That is
+    # one corrupt frame; the images after it are still read.
+    write_oversized_png(image_folder / "img05.png")
+    (source,) = open_sources(str(image_folder))
+    frames = drain(CaptureGroup([source]))
+    assert [f.source.rsplit("/", 1)[-1] for f in frames] == ["img0.jpg", "img1.jpg", "img2.jpg"]
+    assert source.corrupt == 1 and source.frames_read == 3
+
+
+def test_oversized_image_as_the_source_is_a_user_error(tmp_path):
+    path = write_oversized_png(tmp_path / "huge.png")
+    assert read_image(path) is None  # the one decoder never raises
+    with pytest.raises(SourceError, match="huge.png: not a readable image"):
+        open_sources(str(path))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("name", ["clip.mp4", "frame.jpg", "list.txt"])
+def test_fifo_named_like_a_source_is_refused_up_front(tmp_path, name):
+    # Opening a FIFO blocks until a writer appears; it must never be opened.
+    fifo = tmp_path / name
+    os.mkfifo(fifo)
+    with pytest.raises(SourceError, match=rf"{name} is not a regular file \(a FIFO\)"):
+        open_sources(str(fifo))
+    assert read_image(fifo) is None
+
+
+def test_video_file_that_hangs_while_opening_is_given_up(monkeypatch, video):
+    entered, release = threading.Event(), threading.Event()
+
+    def hanging_capture(*args):  # a demuxer stuck probing the file
+        entered.set()
+        release.wait(30)
+
+    monkeypatch.setattr(cv2, "VideoCapture", hanging_capture)
+    try:
+        with pytest.raises(SourceError, match="clip.mp4: did not open within 0.1 s"):
+            open_sources(str(video), open_timeout=0.1)
+        assert entered.is_set()
+    finally:
+        release.set()
+
+
 def test_several_sources_are_read_round_robin(video, image_folder):
     sources = open_sources([str(video), str(image_folder)])
     group = CaptureGroup(sources).start()
@@ -190,11 +248,13 @@ def test_lost_stream_backs_off_doubling_then_gives_up(mjpeg_server, attempts, de
     source.close()
 
 
-def test_stream_reconnects_and_each_loss_starts_the_backoff_again(mjpeg_server):
+def test_stream_reconnects_and_a_healthy_connection_starts_the_backoff_again(mjpeg_server):
+    # Every connection delivers frames "for longer than the read timeout" (the stepping clock),
+    # so each loss after one starts over at the first delay with all attempts.
     server = mjpeg_server(frames_per_connection=4, interval=0.01)
     waits = RecordedWaits()
     source = VideoSource(server.url, "stream", server.url, open_timeout=2, reconnect_attempts=2, backoff=0.05,
-                         wait=waits)
+                         wait=waits, clock=SteppingClock(100))
     source.open()
     indices = [source.read().index for _ in range(10)]  # 4 + 4 + 2 frames over three connections
     assert indices == sorted(set(indices))
@@ -204,6 +264,26 @@ def test_stream_reconnects_and_each_loss_starts_the_backoff_again(mjpeg_server):
         pass
     assert waits == [0.05, 0.05, 0.05, 0.1]
     assert source.reconnects == 2 and "2 reconnect attempts failed" in source.error
+    source.close()
+
+
+def test_stream_that_stalls_on_every_connection_is_given_up(mjpeg_server):
+    # Each connection gives 2 frames, then holds the connection open in silence. Reconnecting
+    # works every time, but no connection stays healthy, so the backoff keeps doubling and the
+    # source is given up after the five attempts the README promises, with a warning per attempt.
+    server = mjpeg_server(frames_per_connection=2, interval=0.01, stall=True)
+    waits, warnings = RecordedWaits(), []
+    source = VideoSource(server.url, "stream", server.url, open_timeout=0.5, wait=waits, warn=warnings.append,
+                         clock=SteppingClock(0))
+    source.open()
+    while source.read() is not None:
+        pass
+    assert waits == [0.5, 1, 2, 4, 8]
+    assert source.reconnects == 5 and server.connections == 6 and source.frames_read == 12
+    assert len(warnings) == 5 and all(server.url in w and "lost after 2 frames" in w for w in warnings)
+    assert warnings[-1].endswith("reconnecting in 8 s (attempt 5 of 5)")
+    assert "stalled or dropped on every connection" in source.error
+    assert "gave up after 5 reconnect attempts" in source.error
     source.close()
 
 

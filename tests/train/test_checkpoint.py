@@ -94,3 +94,34 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["loc.pt"]
     assert zipfile.is_zipfile(path)
+
+
+def test_refusal_gives_the_reason_without_torchs_advice(tmp_path, recwarn):
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps({"payload": _Payload()}, protocol=2))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert "refusing to load" in message and "posix.system" in message
+    assert "weights_only" not in message and "\n" not in message
+    path.write_bytes(pickle.dumps({"payload": _Payload()}, protocol=4))  # torch warns about protocol 4
+    with pytest.raises(CheckpointError, match="refusing to load"):
+        load_checkpoint(path)
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
+
+
+def test_directories_and_other_edgedet_files_are_named_for_what_they_are(tmp_path):
+    with pytest.raises(CheckpointError, match="is a directory, not a checkpoint"):
+        load_checkpoint(tmp_path)
+    graph = tmp_path / "grid.onnx"
+    graph.write_bytes(b"\x08\x07")
+    with pytest.raises(CheckpointError, match=r"exported graph, not a checkpoint.*edgedet parity.*edgedet run"):
+        load_checkpoint(graph)
+    scripted = tmp_path / "grid.ts"  # TorchScript under any name: known by its archive layout
+    torch.jit.save(torch.jit.script(torch.nn.Identity()), str(scripted))
+    with pytest.raises(CheckpointError, match="exported graph, not a checkpoint"):
+        load_checkpoint(scripted)
+    weights = tmp_path / "yolov3.weights"
+    weights.write_bytes(b"\0" * 20)
+    with pytest.raises(CheckpointError, match=r"darknet \.weights file, not an edgedet checkpoint"):
+        load_checkpoint(weights)

@@ -79,7 +79,8 @@ def test_train_user_errors(tmp_path, capsys, trained):
     assert_user_error(cli(capsys, "train", "--model", "unet", "--data", LOC, "--out", out), "no masks")
     assert_user_error(cli(capsys, "train", "--model", "localizer", "--data", "clutter:n=4", "--out", out),
                       "one object per image")
-    assert_user_error(cli(capsys, "train", "--model", "localizer", "--out", out), "--model and --data")
+    usage = cli(capsys, "train", "--model", "localizer", "--out", out)  # a usage error: exit 2, before torch
+    assert usage.returncode == 2 and "--model and --data" in usage.stderr and "Traceback" not in usage.stderr
     assert_user_error(cli(capsys, "train", "--resume", "--out", out), "does not exist")
     assert_user_error(cli(capsys, "train", "--model", "localizer", "--data", LOC, "--out", out, "--device", "tpu"),
                       "unknown --device")

@@ -132,6 +132,10 @@ class OrtBackend(Backend):
             if missing:
                 raise BackendUnavailable(f"execution provider {_names(missing)} is not available in this onnxruntime "
                                    f"build (available: {_names(installed)})")
+            gpu = [p for p in wanted if p in GPU_PROVIDERS]
+            if gpu and not _nvidia_driver_present():  # ORT would blame a CUDA library instead
+                raise BackendUnavailable(f"execution provider {_names(gpu)} was requested but cannot run here "
+                                         f"(no CUDA device or driver on this machine)")
         if "CPUExecutionProvider" not in wanted and auto:
             wanted.append("CPUExecutionProvider")
         self.threads = threads or physical_cores()

@@ -1,0 +1,87 @@
+"""Triton repositories never overwrite a model, names stay inside the repository, files are readable."""
+
+from __future__ import annotations
+
+import stat
+
+import pytest
+
+from edgedet.export import info as export_info
+from edgedet.export.triton import TritonError, write_triton_repository
+from edgedet.runtime import files
+from edgedet.runtime.files import UnsafeNameError
+from tests.conftest import assert_user_error, run_cli
+
+INPUTS = [{"name": "images", "dtype": "uint8", "shape": ["batch", 96, 128, 3]}]
+OUTPUTS = [{"name": "num_dets", "dtype": "int64", "shape": ["batch"]},
+           {"name": "boxes", "dtype": "float32", "shape": ["batch", 100, 4]}]
+
+
+@pytest.fixture
+def graph(tmp_path, monkeypatch):
+    """A stand-in ONNX file whose inputs and outputs :func:`graph_info` reports as given."""
+    shapes = {"outputs": OUTPUTS}
+    monkeypatch.setattr(export_info, "graph_info", lambda path: {"inputs": INPUTS, "outputs": shapes["outputs"]})
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"graph v1")
+    return path, shapes
+
+
+def test_a_new_model_gets_version_1_readable_per_the_umask(graph, tmp_path):
+    path, _ = graph
+    written = write_triton_repository(path, tmp_path / "repo", "det")
+    assert written.version == 1 and written.new_model and "version 1" in written.note
+    for f in (tmp_path / "repo" / "det" / "config.pbtxt", tmp_path / "repo" / "det" / "1" / "model.onnx"):
+        assert stat.S_IMODE(f.stat().st_mode) == files.file_mode()
+    assert 'name: "det"' in (tmp_path / "repo" / "det" / "config.pbtxt").read_text()
+
+
+def test_exporting_again_adds_a_version_and_keeps_the_old_one(graph, tmp_path):
+    path, _ = graph
+    repo = tmp_path / "repo"
+    write_triton_repository(path, repo, "det")
+    config = (repo / "det" / "config.pbtxt").read_text()
+    path.write_bytes(b"graph v2")
+    written = write_triton_repository(path, repo, "det")
+    assert written.version == 2 and not written.new_model
+    assert "added version 2" in written.note and "config unchanged" in written.note
+    assert (repo / "det" / "1" / "model.onnx").read_bytes() == b"graph v1"
+    assert (repo / "det" / "2" / "model.onnx").read_bytes() == b"graph v2"
+    assert (repo / "det" / "config.pbtxt").read_text() == config
+
+
+def test_a_model_with_another_config_is_refused_and_left_alone(graph, tmp_path):
+    path, shapes = graph
+    repo = tmp_path / "repo"
+    write_triton_repository(path, repo, "det")
+    before = {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+    shapes["outputs"] = OUTPUTS[:1]
+    with pytest.raises(TritonError, match="different config.pbtxt"):
+        write_triton_repository(path, repo, "det")
+    assert {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in (repo / "det").iterdir()) == ["1", "config.pbtxt"]
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "/abs", "..", "", "with space", 'quo"te', ".hidden"])
+def test_model_names_cannot_leave_the_repository(graph, tmp_path, name):
+    path, _ = graph
+    with pytest.raises(UnsafeNameError):
+        write_triton_repository(path, tmp_path / "repo", name)
+    assert not (tmp_path / "repo").exists() and not (tmp_path / "escape").exists()
+
+
+@pytest.mark.parametrize("name", ["../../x", "/tmp/x", "a/b", ".."])
+def test_export_name_must_be_a_name(tmp_path, name):
+    result = run_cli("export", "--model", "grid", "--random-init", "--out", str(tmp_path / "out"), "--name", name)
+    assert_user_error(result, "--name")
+    assert not any(tmp_path.rglob("*"))  # refused before anything was loaded or written
+
+
+def test_export_triton_name_and_folder_are_checked_first(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    result = run_cli("export", "--model", "grid", "--random-init", "--out", str(tmp_path / "out"),
+                     "--triton", str(afile / "repo"))
+    assert_user_error(result, "cannot write to", "afile")
+    assert "export" not in result.stdout.lower()
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["afile", "out"]
