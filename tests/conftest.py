@@ -153,3 +153,39 @@ def assert_sample_contract(dataset, sample: dict) -> None:
     covered = masks.any(axis=0)
     assert (semantic[covered] != 0).all()
     assert not ((semantic != 0) & (semantic != IGNORE) & ~covered).any()
+
+
+def cli_in_process(capsys, *args: str) -> CliResult:
+    """Run ``edgedet ARGS`` in this process (a fresh interpreter per error case costs seconds)."""
+    from edgedet.cli import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return CliResult(code, out.out, out.err)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """``mount(size) -> Path``: a tmpfs of ``size`` (e.g. ``"96k"``), a real disk that fills up;
+    skipped where it cannot be mounted (not root, no mount rights). Unmounted afterwards."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mounts: list[Path] = []
+
+    def mount(size: str) -> Path:
+        point = tmp_path / f"full{len(mounts)}"
+        point.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
+                                capture_output=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode(errors='replace').strip()}")
+        mounts.append(point)
+        return point
+
+    yield mount
+    for point in mounts:
+        subprocess.run(["umount", str(point)], capture_output=True)

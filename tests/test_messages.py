@@ -12,21 +12,10 @@ import sys
 import pytest
 import torch
 
-from edgedet.cli import main
 from edgedet.export.api import export_model
 from edgedet.export.options import ExportOptions
-from tests.conftest import REPO, CliResult, assert_user_error, run_cli
-
-
-def cli(capsys, *args: str) -> CliResult:
-    """Run the command in this process (a fresh interpreter per case costs seconds)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return CliResult(code, out.out, out.err)
+from tests.conftest import cli_in_process as cli
+from tests.conftest import REPO, assert_user_error, run_cli
 
 
 @pytest.fixture(scope="module")

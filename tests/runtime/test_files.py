@@ -158,26 +158,11 @@ def test_unwritable_locations_fail_up_front(tmp_path):
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["afile", "dir", "new", "sub"]
 
 
-@pytest.fixture
-def small_tmpfs(tmp_path):
-    """A 256 KiB tmpfs, where root may mount one; skipped elsewhere."""
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    mount = tmp_path / "full"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode(errors='replace').strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], capture_output=True)
-
-
 def test_a_real_full_disk(small_tmpfs):
-    target = small_tmpfs / "big.bin"
+    disk = small_tmpfs("256k")
+    target = disk / "big.bin"
     atomic_write_bytes(target, b"old")
     with pytest.raises(DiskFullError, match="no space left on device"):
         atomic_write_bytes(target, b"x" * (1 << 20))
     assert target.read_bytes() == b"old"
-    assert [p.name for p in small_tmpfs.iterdir()] == ["big.bin"]
+    assert [p.name for p in disk.iterdir()] == ["big.bin"]

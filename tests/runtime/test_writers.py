@@ -223,24 +223,9 @@ def test_a_second_run_of_the_same_output_fails_at_once(graphs, video, tmp_path):
     assert js.read_text() == '{"old": true}\n'
 
 
-@pytest.fixture
-def small_tmpfs(tmp_path):
-    """A 96 KiB tmpfs, where root may mount one; skipped elsewhere."""
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    mount = tmp_path / "full"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mount)], capture_output=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode(errors='replace').strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], capture_output=True)
-
-
 def test_run_on_a_full_disk(graphs, video, small_tmpfs):
-    out, js = small_tmpfs / "out.mp4", small_tmpfs / "out.jsonl"
+    disk = small_tmpfs("96k")
+    out, js = disk / "out.mp4", disk / "out.jsonl"
     result = run_cli("run", "--model", str(graphs("grid")), "--source", str(video), "--save", str(out),
                      "--save-json", str(js))
     assert_user_error(result, "no space left on device writing")
@@ -248,7 +233,7 @@ def test_run_on_a_full_disk(graphs, video, small_tmpfs):
     assert not out.exists()
     if js.exists():
         assert all(json.loads(line) for line in js.read_text().splitlines())
-    assert _hidden(small_tmpfs) == []
+    assert _hidden(disk) == []
 
 
 @pytest.mark.parametrize("option", ["--save", "--save-json"])

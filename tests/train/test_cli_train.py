@@ -4,22 +4,11 @@ import json
 
 import pytest
 
-from edgedet.cli import main
-from tests.conftest import CliResult, assert_user_error, run_cli
+from tests.conftest import assert_user_error, run_cli
+from tests.conftest import cli_in_process as cli
 
 LOC = "digits-loc:n=32,glyphs=builtin"
 SMALL_LOC = ["--cfg", "widths=[8,16]", "--cfg", "hidden=32"]
-
-
-def cli(capsys, *args: str) -> CliResult:
-    """Run the command in this process (a fresh interpreter per error case costs seconds)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return CliResult(code, out.out, out.err)
 
 
 @pytest.fixture(scope="module")
