@@ -283,6 +283,10 @@ def bench(files: tuple[Path, ...], model_name: str | None, backends: str, provid
 @click.option("--save-json", type=click.Path(dir_okay=False, path_type=Path),
               help="One JSON line per processed frame, in source pixels.")
 @click.option("--max-frames", type=click.IntRange(1), help="Stop after this many processed frames.")
+@click.option("--track", is_flag=True, help="Detectors: follow objects across frames; each detection gets a "
+              "track_id (per source), drawn as #id.")
+@click.option("--track-conf", type=click.FloatRange(0, 1), help="Tracking (implies --track): detections scoring at "
+              "least this start and lead tracks; weaker ones only keep tracks alive  [default: 0.5].")
 @click.option("--vid-stride", type=click.IntRange(1), default=_default(RunOptions, "vid_stride"), show_default=True,
               help="Process every N-th frame of videos and streams.")
 @click.option("--no-drop", is_flag=True, help="Live sources: queue every frame instead of keeping the newest.")
@@ -290,14 +294,14 @@ def bench(files: tuple[Path, ...], model_name: str | None, backends: str, provid
 @click.option("--timeout", type=click.FloatRange(0.1), default=_default(RunOptions, "open_timeout"), show_default=True,
               help="Seconds to wait for a camera or stream to open, or a stream to send a frame.")
 def run(model_path: Path, source: str, providers: str, backend: str, conf: float | None, batch: int, show: bool,
-        save: Path | None, save_json: Path | None, max_frames: int | None, vid_stride: int, no_drop: bool,
-        threads: int | None, timeout: float) -> None:
+        save: Path | None, save_json: Path | None, max_frames: int | None, track: bool, track_conf: float | None,
+        vid_stride: int, no_drop: bool, threads: int | None, timeout: float) -> None:
     """Run an exported graph on a camera, video, images or a stream; draw, save and summarise."""
     from edgedet.runtime.pipeline import run as run_graph
 
     options = RunOptions(batch=batch, conf=conf, max_frames=max_frames, vid_stride=vid_stride,
                          drop=False if no_drop else None, show=show, save=save, save_json=save_json,
-                         open_timeout=timeout)
+                         open_timeout=timeout, track=track or track_conf is not None, track_conf=track_conf)
     summary = run_graph(model_path, source, options, backend=backend, providers=providers, threads=threads,
                         say=click.echo, say_err=lambda m: click.echo(m, err=True))
     if summary.stopped_by in ("SIGINT", "SIGTERM"):

@@ -28,6 +28,7 @@ from edgedet.runtime.metadata import GraphFileError, GraphMetadata, read_metadat
 from edgedet.runtime.results import Result, check_outputs, decode_outputs
 from edgedet.runtime.sources import CaptureGroup, Frame, Source, SourceError, open_sources, read_image
 from edgedet.runtime.timing import StageTimes
+from edgedet.runtime.tracking import SourceTrackers, check_trackable
 
 __all__ = ["ExportedModel", "load_model"]
 
@@ -116,19 +117,25 @@ class ExportedModel:
 
     def stream(self, source: str | Sequence[str] | Sequence[Source], *, batch: int = 1,
                max_frames: int | None = None, vid_stride: int = 1, drop: bool | None = None,
-               open_timeout: float = 10.0, reconnect_attempts: int = 5) -> Iterator[Result]:
+               open_timeout: float = 10.0, reconnect_attempts: int = 5, track: bool = False) -> Iterator[Result]:
         """Results for every frame of a source spec (see :mod:`edgedet.runtime.sources`).
 
         Each result carries its frame (``result.image``) and where it came from. Stopping the
-        iteration early (``break``) stops the capture threads.
+        iteration early (``break``) stops the capture threads. With ``track`` (detector graphs
+        with NMS) each result's ``track_ids`` hold its detections' track ids, per source.
         """
+        trackers = None
+        if track:
+            check_trackable(self.metadata, self.backend.path)
+            trackers = SourceTrackers()
         if isinstance(source, (str, os.PathLike)) or (source and not isinstance(source[0], Source)):
             sources = open_sources(source, vid_stride=vid_stride, open_timeout=open_timeout,
                                    reconnect_attempts=reconnect_attempts)
         else:
             sources = list(source)
         group = CaptureGroup(sources, drop=drop, batch=batch, prepare=self.prepare)
-        yield from self.process(group, batch=batch, max_frames=max_frames)
+        results = self.process(group, batch=batch, max_frames=max_frames)
+        yield from results if trackers is None else trackers.track(results)
 
     def process(self, group: CaptureGroup, *, batch: int = 1, max_frames: int | None = None,
                 times: StageTimes | None = None, stop: threading.Event | None = None) -> Iterator[Result]:

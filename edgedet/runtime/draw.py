@@ -23,19 +23,21 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _GOLDEN = 0.618033988749895
 
 
+@lru_cache(maxsize=4096)
+def _color(i: int) -> Color:
+    # Stepping hue by the golden ratio keeps any prefix of the palette well spread, so the
+    # first few classes are always far apart; alternating saturation/value separates
+    # neighbours once hues start to repeat.
+    hue = (0.02 + i * _GOLDEN) % 1.0
+    sat = (0.85, 0.6, 0.95)[i % 3]
+    val = (0.95, 1.0, 0.8)[(i // 3) % 3]
+    r, g, b = colorsys.hsv_to_rgb(hue, sat, val)
+    return int(round(b * 255)), int(round(g * 255)), int(round(r * 255))
+
+
 @lru_cache(maxsize=None)
 def _palette(n: int) -> tuple[Color, ...]:
-    colors = []
-    for i in range(n):
-        # Stepping hue by the golden ratio keeps any prefix of the palette well spread, so the
-        # first few classes are always far apart; alternating saturation/value separates
-        # neighbours once hues start to repeat.
-        hue = (0.02 + i * _GOLDEN) % 1.0
-        sat = (0.85, 0.6, 0.95)[i % 3]
-        val = (0.95, 1.0, 0.8)[(i // 3) % 3]
-        r, g, b = colorsys.hsv_to_rgb(hue, sat, val)
-        colors.append((int(round(b * 255)), int(round(g * 255)), int(round(r * 255))))
-    return tuple(colors)
+    return tuple(_color(i) for i in range(n))
 
 
 def palette(n: int) -> list[Color]:
@@ -101,8 +103,9 @@ def draw_detections(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
                     class_names: Sequence[str] | None = None,
                     thickness: int | None = None,
                     colors: Sequence[Color] | None = None,
-                    font_scale: float | None = None) -> np.ndarray:
-    """Draw boxes with a ``name score`` tag each; returns the drawn image.
+                    font_scale: float | None = None,
+                    track_ids: np.ndarray | None = None) -> np.ndarray:
+    """Draw boxes with a ``name score`` tag each (``#id name score`` when tracked); returns the drawn image.
 
     Args:
         image: uint8 [H, W, 3] BGR, drawn in place. A grey [H, W] or [H, W, 1] image is first
@@ -115,6 +118,8 @@ def draw_detections(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
         thickness: box line width; by default it grows with the image.
         colors: per-class colours; by default :func:`palette`.
         font_scale: OpenCV font scale of the tags; by default it grows with the image.
+        track_ids: optional [N] track ids: a tracked box (id >= 0) is drawn in its id's colour
+            (``palette`` by id, so an object keeps its colour) with ``#id`` before its name.
     """
     image = _as_bgr(image)
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
@@ -134,17 +139,28 @@ def draw_detections(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
     corners = np.round(boxes).astype(np.int64).tolist()
     label_ids = labels.tolist()
     visible = [i for i in range(len(boxes)) if label_ids[i] >= 0]
+    box_colors = [colors[label % len(colors)] if label >= 0 else None for label in label_ids]
+    ids: list[int] = [-1] * len(boxes)
+    if track_ids is not None:
+        ids = np.asarray(track_ids, dtype=np.int64).reshape(-1).tolist()
+        if len(ids) != len(boxes):
+            raise ValueError(f"{len(boxes)} boxes but {len(ids)} track ids")
+        # Track id t is drawn in palette colour t (palette(t + 1)[t]): an object keeps its colour.
+        box_colors = [_color(t) if t >= 0 else c for t, c in zip(ids, box_colors)]
+        # Followed objects last, so an unfollowed second box of one never hides its #id tag.
+        visible.sort(key=lambda i: ids[i] >= 0)
     for i in visible:
         x1, y1, x2, y2 = corners[i]
-        color = colors[label_ids[i] % len(colors)]
         # x2/y2 are exclusive; the outline goes on the last pixel that belongs to the object.
-        cv2.rectangle(image, (x1, y1), (x2 - 1, y2 - 1), color, thickness)
+        cv2.rectangle(image, (x1, y1), (x2 - 1, y2 - 1), box_colors[i], thickness)
     score_list = scores.tolist() if scores is not None else None
     for i in visible:
         label = label_ids[i]
         name = class_names[label] if class_names and label < len(class_names) else str(label)
         text = name if score_list is None else f"{name} {score_list[i]:.2f}"
-        draw_label(image, text, corners[i][0], corners[i][1], colors[label % len(colors)], scale, text_thickness)
+        if ids[i] >= 0:
+            text = f"#{ids[i]} {text}"
+        draw_label(image, text, corners[i][0], corners[i][1], box_colors[i], scale, text_thickness)
     return image
 
 

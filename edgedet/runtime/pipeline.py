@@ -30,6 +30,7 @@ from edgedet.runtime.metadata import read_metadata
 from edgedet.runtime.results import Result
 from edgedet.runtime.sources import IMAGE_SUFFIXES, CaptureGroup, Source, SourceError, open_sources, quiet_video_logs
 from edgedet.runtime.timing import StageTimes
+from edgedet.runtime.tracking import SourceTrackers, assignment_solver, check_trackable, tracker_config
 from edgedet.runtime.writers import (VIDEO_FOURCC, DiskFullError, Display, ImageSink, JsonlSink, OutputError,
                                      VideoSink, check_display, output_path)
 
@@ -53,6 +54,8 @@ class RunOptions:
     progress: bool = True
     open_timeout: float = 10.0
     reconnect_attempts: int = 5
+    track: bool = False
+    track_conf: float | None = None  # None: TrackerConfig's high_score
 
 
 @dataclass
@@ -77,6 +80,7 @@ class RunSummary:
     stopped_by: str | None = None
     raw: bool = False
     problems: list[str] = field(default_factory=list)
+    tracks: int | None = None  # with --track: track ids given, over all sources
 
     @property
     def fps(self) -> float:
@@ -95,7 +99,8 @@ class RunSummary:
                    f"corrupt {self.corrupt}" + (f", reconnects {self.reconnects}" if self.reconnects else ""))
         if self.task != "segmentation":
             kind = "unsuppressed candidates (graph without NMS)" if self.raw else "detections"
-            out.append(f"results   {self.detections} {kind}")
+            out.append(f"results   {self.detections} {kind}"
+                       + ("" if self.tracks is None else f", {_plural(self.tracks, 'track')}"))
         out.append(f"speed     {self.fps:.1f} FPS ({_plural(self.processed, 'frame')} in {self.seconds:.2f} s)"
                    + (f"; stopped by {self.stopped_by}" if self.stopped_by else ""))
         if self.stages:
@@ -332,6 +337,7 @@ def run_pipeline(model: ExportedModel, sources: Sequence[Source], options: RunOp
     stop = threading.Event()
     times = StageTimes()
     try:
+        trackers = SourceTrackers(tracker_config(options.track_conf)) if options.track else None
         outputs = _Outputs(options, sources)
     except BaseException:
         for source in sources:
@@ -347,6 +353,10 @@ def run_pipeline(model: ExportedModel, sources: Sequence[Source], options: RunOp
             for result in model.process(group, batch=batch, max_frames=options.max_frames, times=times, stop=stop):
                 summary.processed += 1
                 summary.detections += len(result)
+                if trackers is not None:  # on this thread, so each source's frames come in order
+                    t0 = time.perf_counter()
+                    trackers(result)
+                    times.add("track", (time.perf_counter() - t0) * 1e3)
                 writer.put(result)
             summary.stopped_by = stopped.get("by")
     except BaseException as e:
@@ -365,6 +375,8 @@ def run_pipeline(model: ExportedModel, sources: Sequence[Source], options: RunOp
         summary.dropped = group.dropped
         summary.stages = times.percentiles()
         summary.problems = list(group.errors)
+        if trackers is not None:
+            summary.tracks = trackers.ids_issued
     error = writer.error or outputs.error
     if error is not None:
         explained = outputs.explain(error)
@@ -416,7 +428,10 @@ def run(model_path: str | Path, source: str, options: RunOptions, *, backend: st
     """Everything ``edgedet run`` does, in the order that fails fastest on a user's mistake:
     the graph's metadata, the display and output paths, the sources, then the backend."""
     quiet_video_logs()
-    read_metadata(model_path)
+    metadata = read_metadata(model_path)
+    if options.track:
+        check_trackable(metadata, model_path)
+        assignment_solver()  # scipy is there
     if options.show:
         check_display()
     _check_outputs(options)

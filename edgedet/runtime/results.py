@@ -38,6 +38,7 @@ class Result:
         image_size: ``(h, w)`` of the source frame.
         source, source_id, frame_index, timestamp: where the frame came from (set by streams).
         image: the source frame itself (streams set it so the result can be drawn).
+        track_ids: with tracking, int64 ``[N]`` each detection's track id (``-1``: not tracked).
     """
 
     boxes: np.ndarray
@@ -53,6 +54,7 @@ class Result:
     frame_index: int = 0
     timestamp: float | None = None
     image: np.ndarray | None = field(default=None, repr=False)
+    track_ids: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -87,7 +89,8 @@ class Result:
             image = overlay_mask(image, self.mask)
             draw_legend(image, mask_legend(self.mask, self.class_names))
         if len(self.boxes):
-            image = draw_detections(image, self.boxes, self.labels, self.scores, self.class_names)
+            image = draw_detections(image, self.boxes, self.labels, self.scores, self.class_names,
+                                    track_ids=self.track_ids)
         return image
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,6 +109,9 @@ class Result:
             scores = np.round(self.scores.astype(np.float64), 5).tolist()
             doc["detections"] = [{"box": box, "score": score, "label": label, "name": name}
                                  for box, score, label, name in zip(boxes, scores, self.labels.tolist(), self.names)]
+            if self.track_ids is not None:  # null: a detection no track follows (a weak, lone one)
+                for det, track_id in zip(doc["detections"], self.track_ids.tolist()):
+                    det["track_id"] = track_id if track_id >= 0 else None
         if self.mask is not None:
             doc["segmentation"] = {"pixels": self.pixel_counts(), "rle": rle_encode(self.mask)}
         return doc

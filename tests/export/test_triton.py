@@ -85,3 +85,38 @@ def test_export_triton_name_and_folder_are_checked_first(tmp_path):
     assert_user_error(result, "cannot write to", "afile")
     assert "export" not in result.stdout.lower()
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["afile", "out"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model, options", [
+    ("yolov3-tiny", {"imgsz": (96, 128), "dynamic": True}),
+    ("yolov3-tiny", {"imgsz": (96, 128), "nms": None}),
+    ("grid", {}),
+    ("localizer", {}),
+    ("unet", {"imgsz": (64, 64), "probs": True}),
+])
+def test_every_config_parses_with_tritons_own_schema(tmp_path, model, options):
+    """Triton's ``ModelConfig`` protobuf, parsed strictly from text as the server does: an unknown
+    field or a malformed value fails here, not when the server loads the repository."""
+    model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2",
+                                           reason="tritonclient[grpc] (dev extra) is not installed")
+    from google.protobuf import text_format
+
+    from edgedet.export.api import ExportOptions, export_model
+    from edgedet.export.info import graph_info
+
+    (onnx_file,) = export_model(model, tmp_path / "out", ExportOptions(formats=("onnx",), check=False,
+                                                                       triton=str(tmp_path / "repo"), **options),
+                                random_init=True, say=lambda m: None)
+    config = text_format.Parse((tmp_path / "repo" / model / "config.pbtxt").read_text(),
+                               model_config_pb2.ModelConfig())
+    info = graph_info(onnx_file.path)
+    assert config.name == model and config.platform == "onnxruntime_onnx" and config.max_batch_size > 0
+    assert config.HasField("dynamic_batching")
+    types = {"uint8": "TYPE_UINT8", "float32": "TYPE_FP32", "int64": "TYPE_INT64"}
+    for declared, actual in ((config.input, info["inputs"]), (config.output, info["outputs"])):
+        assert [t.name for t in declared] == [t["name"] for t in actual]
+        for t, a in zip(declared, actual):
+            assert model_config_pb2.DataType.Name(t.data_type) == types[a["dtype"]]
+            dims = [d if isinstance(d, int) else -1 for d in a["shape"][1:]]  # Triton's dims leave out the batch
+            assert list(t.dims) == (dims or [1]) and (t.HasField("reshape") == (not dims))
