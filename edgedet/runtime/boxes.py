@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["box_area", "box_iou", "shape_iou"]
+__all__ = ["box_area", "box_iou", "shape_iou", "xyxy_to_cxcywh", "cxcywh_to_xyxy"]
 
 
 def box_area(boxes: np.ndarray) -> np.ndarray:
@@ -34,3 +34,15 @@ def shape_iou(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:
     """IoU of box shapes ``wh[N, 2]`` against ``anchors[K, 2]`` placed on a common centre -> [N, K]."""
     inter = np.minimum(wh[:, None, 0], anchors[None, :, 0]) * np.minimum(wh[:, None, 1], anchors[None, :, 1])
     return inter / (wh[:, None].prod(-1) + anchors[None].prod(-1) - inter)
+
+
+def xyxy_to_cxcywh(boxes: np.ndarray, min_size: float = 0.0) -> np.ndarray:
+    """``(x1, y1, x2, y2)`` rows ``[N, 4]`` -> ``(cx, cy, w, h)``; sizes at least ``min_size``."""
+    wh = boxes[:, 2:] - boxes[:, :2]
+    return np.concatenate([boxes[:, :2] + wh / 2, np.maximum(wh, min_size)], axis=1)
+
+
+def cxcywh_to_xyxy(boxes: np.ndarray, min_size: float = 0.0) -> np.ndarray:
+    """``(cx, cy, w, h)`` rows ``[N, 4]`` -> ``(x1, y1, x2, y2)``; sizes at least ``min_size``."""
+    half = np.maximum(boxes[:, 2:4], min_size) / 2
+    return np.concatenate([boxes[:, :2] - half, boxes[:, :2] + half], axis=1)

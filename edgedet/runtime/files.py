@@ -351,10 +351,7 @@ def check_writable_dir(folder: str | os.PathLike) -> Path:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"cannot write to {folder}: it is a file, not a folder")
-    try:
-        _probe_dir(folder)
-    except OSError as e:
-        raise OutputError(f"cannot write to {folder}: {e.strerror or e}") from None
+    _probe_or_raise(folder, f"cannot write to {folder}")
     return folder
 
 
@@ -366,11 +363,15 @@ def check_writable_file(path: str | os.PathLike) -> Path:
     parent = path.parent
     if parent.exists() and not parent.is_dir():
         raise OutputError(f"cannot write {path}: {parent} is a file, not a folder")
-    try:
-        _probe_dir(parent)
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+    _probe_or_raise(parent, f"cannot write {path}")
     return path
+
+
+def _probe_or_raise(folder: Path, what: str) -> None:
+    try:
+        _probe_dir(folder)
+    except OSError as e:
+        raise OutputError(f"{what}: {e.strerror or e}") from None
 
 
 def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:

@@ -49,7 +49,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from edgedet.errors import EdgedetError, MissingDependencyError
-from edgedet.runtime.boxes import box_iou
+from edgedet.runtime.boxes import box_iou, cxcywh_to_xyxy, xyxy_to_cxcywh
 from edgedet.runtime.metadata import GraphMetadata
 from edgedet.runtime.results import Result
 
@@ -148,16 +148,6 @@ _F[:4, 4:] = np.eye(4)
 _H = np.eye(4, 8)
 
 
-def _xyxy_to_cxcywh(boxes: np.ndarray) -> np.ndarray:
-    wh = boxes[:, 2:] - boxes[:, :2]
-    return np.concatenate([boxes[:, :2] + wh / 2, np.maximum(wh, 1e-3)], axis=1)
-
-
-def _cxcywh_to_xyxy(states: np.ndarray) -> np.ndarray:
-    half = np.maximum(states[:, 2:4], 1e-3) / 2
-    return np.concatenate([states[:, :2] - half, states[:, :2] + half], axis=1)
-
-
 def _initial_cov(z: np.ndarray) -> np.ndarray:
     """A new track's state covariance: position known, speed not (SORT's, by box size)."""
     wh = np.tile(z[2:], 2)  # w, h, w, h
@@ -196,7 +186,7 @@ class _Track:
 
     @property
     def box(self) -> np.ndarray:
-        return _cxcywh_to_xyxy(self.mean[None, :4])[0]
+        return cxcywh_to_xyxy(self.mean[None, :4], min_size=1e-3)[0]
 
 
 class Tracker:
@@ -308,7 +298,7 @@ class Tracker:
     # -- the filter ------------------------------------------------------------------------------
 
     def _start(self, box: np.ndarray, label: int, score: float) -> _Track:
-        z = _xyxy_to_cxcywh(box[None])[0]
+        z = xyxy_to_cxcywh(box[None], min_size=1e-3)[0]
         track = _Track(np.concatenate([z, np.zeros(4)]), _initial_cov(z), int(label), {int(label): score},
                        z[2:].copy())
         self._tracks.append(track)
@@ -326,7 +316,7 @@ class Tracker:
         self._predicted = np.array([t.box for t in self._tracks]).reshape(-1, 4)
 
     def _correct(self, track: _Track, box: np.ndarray, label: int, score: float) -> None:
-        z = _xyxy_to_cxcywh(box[None])[0]
+        z = xyxy_to_cxcywh(box[None], min_size=1e-3)[0]
         if track.lost >= _RESTART_AFTER:
             # Found again after frames unseen: a filter update would read the whole gap between
             # prediction and detection as speed and overshoot. Restart at the detection with the
@@ -363,7 +353,7 @@ class Tracker:
         if not len(boxes) or not len(tracks):
             return np.zeros((len(boxes), len(tracks)))
         cfg = self.config
-        det = _xyxy_to_cxcywh(boxes)
+        det = xyxy_to_cxcywh(boxes, min_size=1e-3)
         pred = np.array([self._tracks[t].mean[:4] for t in tracks])
         full = np.array([self._tracks[t].full_wh for t in tracks])
         lost = np.array([self._tracks[t].lost for t in tracks], np.float64)
