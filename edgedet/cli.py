@@ -17,7 +17,7 @@ import click
 
 from edgedet import __version__
 from edgedet.errors import EdgedetError, MissingDependencyError
-from edgedet.export.options import ExportOptions, NMSSettings
+from edgedet.export.options import TRITON_BACKENDS, ExportOptions, NMSSettings
 from edgedet.parity.options import ParityOptions
 from edgedet.runtime.pipeline import RunOptions
 from edgedet.train.options import BOX_LOSSES, TrainOptions
@@ -119,12 +119,18 @@ def _parse_imgsz(ctx: click.Context, param: click.Parameter, value: str | None) 
               show_default=True,
               help="Calibration frames for --int8.")
 @click.option("--triton", "triton", type=click.Path(file_okay=False), help="Also write a Triton model repository here.")
+@click.option("--triton-backend", type=click.Choice(TRITON_BACKENDS), default=_default(ExportOptions, "triton_backend"),
+              show_default=True, help="The --triton repository's backend: Triton's ONNX Runtime backend, or python "
+              "(a model.py running the graph with onnxruntime; the server bundled with nvidia-pytriton).")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxslim graph simplification.")
 @click.option("--no-check", is_flag=True, help="Skip running the written files against PyTorch.")
+@click.option("--fully-conv", is_flag=True, help="Turn the localizer's Linear head into convolutions: a detector "
+              "over frames of any size >= its input (dynamic H, W; --imgsz: the frame size, default 240,320).")
 def export(model_name: str, weights: str | None, random_init: bool, formats: str, imgsz, dynamic: bool,
            half: bool, nms: bool, conf: float, iou: float, max_det: int, agnostic: bool, input_format: str,
            probs: bool, opset: int | None, out_dir: Path, name: str | None, int8: bool, calib_data: str | None,
-           calib_samples: int, triton: str | None, no_simplify: bool, no_check: bool) -> None:
+           calib_samples: int, triton: str | None, triton_backend: str, no_simplify: bool, no_check: bool,
+           fully_conv: bool) -> None:
     """Export a model to ONNX and TorchScript with preprocessing, decoding and NMS in the graph."""
     _require_torch()
     from edgedet.export.api import export_model
@@ -133,7 +139,8 @@ def export(model_name: str, weights: str | None, random_init: bool, formats: str
         formats=tuple(f.strip() for f in formats.split(",") if f.strip()), imgsz=imgsz, dynamic=dynamic,
         half=half, nms=NMSSettings(conf=conf, iou=iou, max_det=max_det, agnostic=agnostic) if nms else None,
         input_format=input_format, opset=opset, probs=probs, simplify=not no_simplify, check=not no_check,
-        name=name, triton=triton, int8=int8, calib_data=calib_data, calib_samples=calib_samples)
+        name=name, triton=triton, triton_backend=triton_backend, int8=int8, calib_data=calib_data,
+        calib_samples=calib_samples, fully_conv=fully_conv)
     failed = False
     for f in export_model(model_name, out_dir, options, weights=weights, random_init=random_init,
                           say=lambda m: click.echo(m, err=True)):
@@ -183,10 +190,11 @@ def _parse_atol_out(ctx: click.Context, param: click.Parameter, values: tuple[st
               "fp32 1e-5, fp16 1e-2, int8 its own); detection limits stay the precision's.")
 @click.option("--rtol", type=float, help="Relative tolerance of dense outputs (default: the graph precision's).")
 @click.option("--atol-out", multiple=True, callback=_parse_atol_out, help="Per-output atol, NAME=X (repeatable).")
+@click.option("--bf16", is_flag=True, help="Also run OpenVINO in bf16, judged with bf16 tolerances.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the full report here.")
 @click.option("-v", "--verbose", is_flag=True, help="Show every output's figures, not only failures.")
 def parity(files: tuple[Path, ...], weights: str | None, samples: int, batch: int, providers: str | None,
-           atol: float | None, rtol: float | None, atol_out: dict[str, float], json_path: Path | None,
+           atol: float | None, rtol: float | None, atol_out: dict[str, float], bf16: bool, json_path: Path | None,
            verbose: bool) -> None:
     """Check that exported graphs compute what PyTorch computes, on every backend that runs them."""
     _require_torch()
@@ -201,7 +209,7 @@ def parity(files: tuple[Path, ...], weights: str | None, samples: int, batch: in
     if wanted and set(wanted) - {"cpu", "cuda", "tensorrt"}:
         raise click.BadParameter("choose from cpu, cuda, tensorrt", param_hint="--providers")
     options = ParityOptions(weights=weights, samples=samples, batch=batch, providers=wanted, atol=atol, rtol=rtol,
-                            atol_out=atol_out)
+                            atol_out=atol_out, bf16=bf16)
     reports = []
     for file in files:
         report = run_parity([file], options, say=lambda m: click.echo(m, err=True))[0]
@@ -229,7 +237,8 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[i
 @click.argument("files", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--model", "model_name", help="Benchmark a registered model (exported on the fly, random weights).")
 @click.option("--backends", default="eager,torchscript,onnxruntime,opencv", show_default=True,
-              help="Comma-separated: eager, torchscript, onnxruntime, opencv.")
+              help="Comma-separated: eager, torchscript, onnxruntime, openvino (f32), openvino-bf16, "
+                   "openvino-f16, opencv.")
 @click.option("--providers", default="auto", show_default=True, help="ONNX Runtime providers: auto or tensorrt,cuda,cpu.")
 @click.option("--batch", "batches", default="1", callback=_int_list, show_default=True, help="Batch sizes, e.g. 1,8.")
 @click.option("--imgsz", callback=_parse_imgsz, help="Input size N or H,W (with --model).")
@@ -239,7 +248,7 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[i
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the records here.")
 def bench(files: tuple[Path, ...], model_name: str | None, backends: str, providers: str, batches: tuple[int, ...],
           imgsz, half: bool, warmup: int, iters: int, json_path: Path | None) -> None:
-    """Latency, throughput and achieved GFLOP/s per backend, against this machine's sgemm rate."""
+    """Latency, throughput and achieved GFLOP/s per backend, against this machine's float32 MatMul peak."""
     _require_torch()
     import json
 
@@ -272,8 +281,10 @@ def bench(files: tuple[Path, ...], model_name: str | None, backends: str, provid
               "rtsp:// or http(s):// stream, or a .txt list of these.")
 @click.option("--providers", default="auto", show_default=True,
               help="ONNX Runtime providers: auto (tensorrt > cuda > cpu, what works) or e.g. cuda,cpu.")
-@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "torchscript", "opencv"]), default="auto",
-              show_default=True, help="auto: onnxruntime for .onnx, torchscript for .torchscript.")
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino", "openvino-bf16", "openvino-f16",
+                                              "torchscript", "opencv"]), default="auto",
+              show_default=True, help="auto: onnxruntime for .onnx, torchscript for .torchscript. openvino "
+                                      "computes in f32; openvino-bf16 / -f16 in reduced precision, by name only.")
 @click.option("--conf", type=click.FloatRange(0, 1), help="Score threshold (default: the graph's NMS threshold).")
 @click.option("--batch", type=click.IntRange(1, 256), default=_default(RunOptions, "batch"), show_default=True,
               help="Frames per inference.")
@@ -293,15 +304,24 @@ def bench(files: tuple[Path, ...], model_name: str | None, backends: str, provid
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for inference (default: physical cores).")
 @click.option("--timeout", type=click.FloatRange(0.1), default=_default(RunOptions, "open_timeout"), show_default=True,
               help="Seconds to wait for a camera or stream to open, or a stream to send a frame.")
+@click.option("--serve", "serve", metavar="HOST:PORT", help="Serve a live view (page, MJPEG stream, JSON) while "
+              "running; :PORT or PORT listens on 127.0.0.1.")
+@click.option("--serve-linger", is_flag=True, help="With --serve: when the source ends, keep serving the last frame "
+              "and the summary until Ctrl-C.")
 def run(model_path: Path, source: str, providers: str, backend: str, conf: float | None, batch: int, show: bool,
         save: Path | None, save_json: Path | None, max_frames: int | None, track: bool, track_conf: float | None,
-        vid_stride: int, no_drop: bool, threads: int | None, timeout: float) -> None:
+        vid_stride: int, no_drop: bool, threads: int | None, timeout: float, serve: str | None,
+        serve_linger: bool) -> None:
     """Run an exported graph on a camera, video, images or a stream; draw, save and summarise."""
     from edgedet.runtime.pipeline import run as run_graph
+    from edgedet.runtime.serve import ServeError, parse_bind
 
+    if serve_linger and serve is None:
+        raise ServeError("--serve-linger needs --serve HOST:PORT")
     options = RunOptions(batch=batch, conf=conf, max_frames=max_frames, vid_stride=vid_stride,
                          drop=False if no_drop else None, show=show, save=save, save_json=save_json,
-                         open_timeout=timeout, track=track or track_conf is not None, track_conf=track_conf)
+                         open_timeout=timeout, track=track or track_conf is not None, track_conf=track_conf,
+                         serve=None if serve is None else parse_bind(serve), serve_linger=serve_linger)
     summary = run_graph(model_path, source, options, backend=backend, providers=providers, threads=threads,
                         say=click.echo, say_err=lambda m: click.echo(m, err=True))
     if summary.stopped_by in ("SIGINT", "SIGTERM"):
@@ -363,10 +383,11 @@ def _parse_floats(ctx: click.Context, param: click.Parameter, value: str | None)
               help="Synthetic sets: new training samples every epoch (default: on; validation stays fixed).")
 @click.option("--cfg", "model_cfg", multiple=True, callback=_parse_model_cfg,
               help="Model config override KEY=VALUE, repeatable (e.g. --cfg width=0.25).")
+@click.option("--val-images", type=click.IntRange(1), help="Validate on the first N validation images (default: all).")
 def train(model_name: str | None, spec: str | None, epochs: int | None, batch: int, imgsz, lr: float | None,
           device: str | None, workers: int | None, out_dir: str | None, resume: bool, exist_ok: bool,
           weights: str | None, patience: int, amp: bool | None, seed: int, box_loss: str, class_weights,
-          cache: bool | None, fresh: bool | None, model_cfg: dict) -> None:
+          cache: bool | None, fresh: bool | None, model_cfg: dict, val_images: int | None) -> None:
     """Train a model; writes OUT/best.pt, OUT/last.pt, OUT/results.csv and OUT/results.png."""
     # Usage is checked before torch is imported: a missing option is answered at once, exit 2.
     if not resume and not (model_name and spec):
@@ -383,7 +404,7 @@ def train(model_name: str | None, spec: str | None, epochs: int | None, batch: i
     options = TrainOptions(
         model=model_name or "", data=spec or "", epochs=epochs, batch=batch, imgsz=imgsz, lr=lr, device=device, workers=workers, out=out_dir or f"runs/{model_name}", weights=weights,
         patience=patience, amp=amp, seed=seed, box_loss=box_loss, class_weights=class_weights, cache=cache,
-        fresh=fresh, model_config=model_cfg)
+        fresh=fresh, model_config=model_cfg, val_images=val_images)
     result = run_training(options, resume=resume, exist_ok=exist_ok, say=lambda m: click.echo(m, err=True))
     if result.stopped == "interrupted":
         sys.exit(_interrupt_exit_code())

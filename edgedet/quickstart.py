@@ -22,26 +22,38 @@ import numpy as np
 from edgedet import samples as shipped
 from edgedet.errors import EdgedetError
 
-__all__ = ["SAMPLES_DIR", "SHIPPED", "QuickstartError", "render_clutter_video", "quickstart"]
+__all__ = ["SAMPLES_DIR", "QuickstartError", "shipped_families", "render_clutter_video", "quickstart"]
 
 SAMPLES_DIR = shipped.root()
 # How the report and messages name the shipped folder: the same in a checkout and an installed wheel.
 SHOWN_DIR = "edgedet/samples"
-# (model, validation data, short description) of every shipped checkpoint, in report order: the
-# quickstart's own table of the shipped assets (the subsets keep its run short), not family logic.
-SHIPPED = (
-    ("localizer", "digits-loc:glyphs=builtin,n=300", "single-digit localizer"),
-    ("grid", "digits-grid:glyphs=builtin,n=300", "2x3 grid detector"),
-    ("yolov3-tiny", "clutter:glyphs=builtin,n=200", "YOLOv3-tiny on MNIST clutter"),
-    ("unet", "clutter:glyphs=builtin,n=100", "U-Net semantic segmentation on MNIST clutter"),
-)
-
-
 VIDEO_DATA = "clutter"
 
 
 class QuickstartError(EdgedetError):
     """The shipped samples are missing or unusable."""
+
+
+def shipped_families(samples: Path | None = None) -> list[tuple[str, str, str]]:
+    """``(model, validation data, description)`` of every shipped checkpoint, in registry order.
+
+    Each registered model with a checkpoint in the samples is included; its family spec says what
+    it is (``summary``) and what it is scored on (``parity_data``, the first ``quickstart_images``
+    validation images), so a new family with a shipped checkpoint joins the quickstart by itself.
+    """
+    from edgedet.models import get_entry, list_models
+
+    have = set(shipped.shipped_models(samples))
+    rows = []
+    for name in list_models():
+        if name in have:
+            spec = get_entry(name).spec
+            rows.append((name, f"{spec.parity_data},n={spec.quickstart_images}", spec.summary or name))
+    if not rows:
+        where = f"{SHOWN_DIR} ({SAMPLES_DIR})" if samples is None else str(samples)
+        raise QuickstartError(f"no checkpoints of registered models in {where}/checkpoints; "
+                              "reinstall edgedet (its wheel and a checkout both carry them)")
+    return rows
 
 
 @dataclass
@@ -118,7 +130,8 @@ def _family(name: str, data: str, description: str, out: Path, samples: Path | N
     say(f"[{name}] accuracy of the shipped checkpoint on {data}")
     _, doc = validate_checkpoint(str(ckpt), data, progress=False)
     report.metrics = {k: round(float(v), 4) for k, v in doc.items()
-                      if k in ("accuracy", "mean_iou", "map50", "map50_95", "pixel_accuracy")}
+                      if k in ("accuracy", "mean_iou", "map50", "map50_95", "mask_map50", "mask_map50_95",
+                               "pixel_accuracy")}
     report.val_images = int(doc["images"])
     log = shipped.training_log(name, folder=samples)
     if log is not None:
@@ -204,12 +217,13 @@ def quickstart(out: str | Path = "quickstart", device: str = "cpu", samples: Pat
     resolve_device(device)  # CUDA asked for on a machine without it: one error line before any work
     start = time.perf_counter()
     out = check_writable_dir(out)  # one error line before minutes of work
-    families = [_family(name, data, desc, out, samples, say) for name, data, desc in SHIPPED]
+    table = shipped_families(samples)
+    families = [_family(name, data, desc, out, samples, say) for name, data, desc in table]
     say("render a clutter video and run the exported graphs on it")
     video = render_clutter_video(out / "clutter.mp4")
     runs = {}
     providers = "auto" if device.startswith("cuda") else "cpu"
-    for fam, (_, data, _) in zip(families, SHIPPED):
+    for fam, (_, data, _) in zip(families, table):
         if not data.startswith(f"{VIDEO_DATA}:"):  # the video shows clutter digits: models made for them
             continue
         stem = f"clutter-{fam.model}"

@@ -19,8 +19,9 @@ DARKNET_REFERENCE = REPO.parent / "shared" / "reference" / "darknet"
 SMALL_OVERRIDES = {
     "yolov3": {"width": 0.25, "depth": 0.34},
     "yolov3-tiny": {"width": 0.25},
+    "yolov3-tiny-seg": {"width": 0.25},
 }
-SMALL_INPUT = {"yolov3": (64, 96), "yolov3-tiny": (64, 96), "unet": (64, 64)}
+SMALL_INPUT = {"yolov3": (64, 96), "yolov3-tiny": (64, 96), "yolov3-tiny-seg": (64, 96), "unet": (64, 64)}
 
 # A process that cannot import torch or torchvision, as on an edge device.
 NO_TORCH_PRELUDE = """
@@ -64,7 +65,8 @@ def lively_model(name: str, input_size: tuple[int, int] | None = None):
     if input_size is not None:
         overrides["input_size"] = tuple(input_size)
     model = create_model(name, **overrides)
-    spread = -1.0 if get_entry(name).spec.darknet else None  # YOLO's prediction biases
+    spec = get_entry(name).spec
+    spread = -1.0 if spec.darknet or spec.instance_masks else None  # YOLO's prediction biases
     return lively(model, noise_frames(model, 4, seed=99, size=input_size), bias=spread)
 
 

@@ -17,7 +17,11 @@ from tests.conftest import assert_user_error, run_cli
 
 pytestmark = pytest.mark.timeout(900)  # the first test waits for the whole main job
 
-FAMILIES = ("localizer", "grid", "yolov3-tiny", "unet")
+from edgedet import samples
+from edgedet.models import get_entry, list_models
+
+FAMILIES = tuple(samples.shipped_models())  # the quickstart includes every shipped checkpoint
+ON_VIDEO = tuple(name for name in FAMILIES if get_entry(name).spec.dataset == "clutter")
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +65,8 @@ def test_the_runtime_processed_every_frame_of_the_video(quickstart_out):
     frames = int(source.get(cv2.CAP_PROP_FRAME_COUNT))
     source.release()
     assert frames > 0
-    for family in ("yolov3-tiny", "unet"):
+    assert "yolov3-tiny" in ON_VIDEO and "unet" in ON_VIDEO
+    for family in ON_VIDEO:
         video = cv2.VideoCapture(str(quickstart_out / f"clutter-{family}.mp4"))
         assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == frames
         video.release()
@@ -72,11 +77,12 @@ def test_the_runtime_processed_every_frame_of_the_video(quickstart_out):
     assert sum(map(len, detections)) > frames  # the shipped detector finds the digits
 
 
-def test_shipped_checkpoints_fit_the_size_budget():
-    from edgedet import samples
-
-    assert samples.shipped_models() == sorted(FAMILIES)
-    assert sum(samples.checkpoint(name).stat().st_size for name in FAMILIES) <= 20e6
+def test_every_family_ships_a_checkpoint_and_samples_fit_the_size_budget():
+    registered = set(list_models())
+    assert set(FAMILIES) <= registered
+    assert {get_entry(name).family for name in registered} == {get_entry(name).family for name in FAMILIES}
+    total = sum(p.stat().st_size for p in samples.root().rglob("*") if p.is_file())
+    assert total <= 25e6
 
 
 def test_bad_device_is_one_error_line(tmp_path):
@@ -94,5 +100,5 @@ def test_out_that_is_a_file_is_refused(tmp_path):
 def test_missing_shipped_checkpoint_is_one_clear_error(tmp_path):
     from edgedet.quickstart import QuickstartError, quickstart
 
-    with pytest.raises(QuickstartError, match="checkpoints/localizer.pt is missing from .*no-samples"):
+    with pytest.raises(QuickstartError, match="no checkpoints of registered models in .*no-samples"):
         quickstart(tmp_path / "out", samples=tmp_path / "no-samples", say=lambda m: None)

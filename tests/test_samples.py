@@ -11,7 +11,7 @@ from edgedet import samples
 from edgedet.errors import EdgedetError
 from tests.conftest import NO_TORCH_PRELUDE
 
-FAMILIES = ("grid", "localizer", "unet", "yolov3-tiny")
+FAMILIES = ("grid", "localizer", "unet", "vit", "yolov3-tiny", "yolov3-tiny-seg")
 
 
 def test_the_folder_is_inside_the_package():

@@ -30,7 +30,7 @@ import numpy as np
 from edgedet.errors import DataError
 
 __all__ = [
-    "IGNORE", "SPLITS", "TASKS", "SampleDataset", "check_split", "segmentation_class_names",
+    "IGNORE", "SPLITS", "TASKS", "SampleDataset", "FirstSamples", "check_split", "segmentation_class_names",
     "tight_boxes", "semantic_from_instances", "empty_targets",
 ]
 
@@ -132,3 +132,20 @@ class SampleDataset:
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name={self.name!r}, split={self.split!r}, len={len(self)}, "
                 f"task={self.task!r}, classes={len(self.class_names)})")
+
+
+class FirstSamples(SampleDataset):
+    """The first ``n`` samples of ``dataset`` (all of them when it has fewer), same contract."""
+
+    def __init__(self, dataset: SampleDataset, n: int) -> None:
+        if n < 1:
+            raise DataError(f"a subset needs at least one sample, got {n}")
+        self.dataset, self.n = dataset, min(int(n), len(dataset))
+        for attr in ("name", "class_names", "task", "has_masks", "image_size", "split"):
+            setattr(self, attr, getattr(dataset, attr))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _sample(self, index: int) -> dict[str, Any]:
+        return self.dataset[index]

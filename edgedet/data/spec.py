@@ -13,20 +13,22 @@ Examples::
 
     digits-loc                      digits-loc:n=500,seed=3
     digits-grid:glyphs=builtin      clutter:size=96x128,max_digits=8
+    digits-scene:glyphs=builtin,size=480x640,max_digits=20
     pennfudan:~/data/PennFudanPed   pennfudan:~/data/PennFudanPed,val_every=5
     yolo:datasets/plates            coco:annotations/instances.json,images=val2017
 
 Datasets and their options (``n`` lengths default to 10000 train / 2000 val):
 
-==============  ==========================================================================
-``digits-loc``  n, seed, glyphs=auto|mnist|builtin, empty (chance of no digit, 0.25)
-``digits-grid`` n, seed, glyphs, fill (chance a cell holds a digit, 0.5)
-``clutter``     n, seed, glyphs, size (N or HxW, 128), max_digits (5)
-``pennfudan``   PATH (holds PNGImages/ and PedMasks/), val_every (10)
-``yolo``        PATH (holds images/, labels/, classes.txt or data.yaml), val_every (10)
-``coco``        PATH.json, images (folder, default: the json's folder), val_every (10),
-                masks (false; true reads polygon masks)
-==============  ==========================================================================
+================  ==========================================================================
+``digits-loc``    n, seed, glyphs=auto|mnist|builtin, empty (chance of no digit, 0.25)
+``digits-grid``   n, seed, glyphs, fill (chance a cell holds a digit, 0.5)
+``clutter``       n, seed, glyphs, size (N or HxW, 128), max_digits (5)
+``digits-scene``  n, seed, glyphs, size (N or HxW, 240x320), max_digits (8), min_digits (2)
+``pennfudan``     PATH (holds PNGImages/ and PedMasks/), val_every (10)
+``yolo``          PATH (holds images/, labels/, classes.txt or data.yaml), val_every (10)
+``coco``          PATH.json, images (folder, default: the json's folder), val_every (10),
+                  masks (false; true reads polygon masks)
+================  ==========================================================================
 
 Sets on disk split every ``val_every``-th file (sorted; the 10th, 20th, ...) into 'val' and the
 rest into 'train', unless the layout has its own split; ``val_every=0`` puts every file in both.
@@ -41,7 +43,7 @@ from typing import Any, Callable
 from edgedet.data.coco import CocoDataset
 from edgedet.data.pennfudan import PennFudan
 from edgedet.data.sample import SampleDataset, check_split
-from edgedet.data.synthetic import Clutter, DigitsGrid, DigitsLocalization
+from edgedet.data.synthetic import Clutter, DigitsGrid, DigitsLocalization, DigitsScene
 from edgedet.data.yolo import YoloDataset
 from edgedet.errors import DataError
 
@@ -96,6 +98,8 @@ _DATASETS: dict[str, _Entry] = {
                           summary="48x60 grey, digits 0/1 in a 2x3 grid (detection)"),
     "clutter": _Entry(Clutter, {**_DIGIT_OPTIONS, "size": _size, "max_digits": _int},
                       summary="colour MNIST Clutter with instance and semantic masks"),
+    "digits-scene": _Entry(DigitsScene, {**_DIGIT_OPTIONS, "size": _size, "max_digits": _int, "min_digits": _int},
+                           summary="240x320 grey scenes of several digits-loc digits (detection)"),
     "pennfudan": _Entry(PennFudan, {"val_every": _int}, takes_path=True,
                         summary="Penn-Fudan pedestrians: PATH/PNGImages, PATH/PedMasks"),
     "yolo": _Entry(YoloDataset, {"val_every": _int}, takes_path=True,

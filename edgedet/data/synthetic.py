@@ -12,6 +12,8 @@
   visible): where digits overlap the one drawn later wins, and an instance left with fewer than
   20 visible pixels (or under a quarter of itself) is dropped. Its few visible pixels are left
   as background in ``semantic``.
+- :class:`DigitsScene` (``digits-scene``): 240x320 grey canvases with several ``digits-loc``-style
+  digits over ``digits-loc``-style clutter, the scenes of the fully convolutional localizer.
 
 Each sample is drawn from ``np.random.default_rng([seed, stream, split, index])``, so an index
 gives the same sample in every process and the train and val splits are disjoint streams. The
@@ -30,12 +32,12 @@ from edgedet.data.glyphs import GlyphBank, glyph_bank, resolve_glyph_source
 from edgedet.data.sample import SampleDataset, check_split, empty_targets, tight_boxes
 from edgedet.errors import DataError
 
-__all__ = ["DigitsLocalization", "DigitsGrid", "Clutter", "DIGIT_NAMES"]
+__all__ = ["DigitsLocalization", "DigitsGrid", "Clutter", "DigitsScene", "DIGIT_NAMES"]
 
 DIGIT_NAMES = tuple(str(d) for d in range(10))
 _SPLIT_CODES = {"train": 0, "val": 1}
 # Stream ids keep two datasets built with the same seed from sharing random draws.
-_STREAMS = {"digits-loc": 101, "digits-grid": 102, "clutter": 103}
+_STREAMS = {"digits-loc": 101, "digits-grid": 102, "clutter": 103, "digits-scene": 104}
 _DEFAULT_LENGTH = {"train": 10000, "val": 2000}
 # Alpha (0..1) from which a glyph pixel counts as part of the digit's mask and box.
 _MASK_ALPHA = 0.4
@@ -400,6 +402,91 @@ class Clutter(_SyntheticDigits):
             semantic[mask.astype(bool)] = label + 1
         return {"image": image, "boxes": tight_boxes(masks), "labels": labels_kept, "masks": masks,
                 "semantic": semantic, "id": index}
+
+
+class DigitsScene(_SyntheticDigits):
+    """Grey scenes of several digits over clutter, for the fully convolutional localizer.
+
+    Each digit is drawn as ``digits-loc`` draws its one digit (same glyph warp, ink height 14-36
+    pixels, ink brightness and noise), so a 48x60 window around a digit looks like a
+    ``digits-loc`` sample. The background is the ``digits-loc`` clutter at scene scale: a base
+    level with smooth shading, and blotches and stray strokes at the density of one 48x60 image
+    per 48x60 of canvas. ``min_digits..max_digits`` digits are placed at random spots inside the
+    canvas, each a few tries away from the boxes already drawn (at most 10% of the smaller box
+    may overlap), so digits rarely overlap; a digit with no free spot is skipped.
+
+    Args:
+        size: canvas side, or (H, W); default 240x320; at least 48x60 (one localizer window).
+        max_digits: most digits per image (default 8). min_digits: fewest tried (default 2).
+        others: as in :class:`DigitsLocalization`.
+    """
+
+    name = stream = "digits-scene"
+    class_names = DIGIT_NAMES
+    task = "detection"
+    window = (48, 60)
+
+    def __init__(self, split: str = "train", n: int | None = None, seed: int = 0, glyphs: str = "auto",
+                 size: int | tuple[int, int] = (240, 320), max_digits: int = 8, min_digits: int = 2) -> None:
+        super().__init__(split, n, seed, glyphs)
+        h, w = (size, size) if np.isscalar(size) else tuple(size)
+        if h < self.window[0] or w < self.window[1] or max(h, w) > 4096:
+            raise DataError(f"{self.name}: size must be at least {self.window[0]}x{self.window[1]} "
+                            f"and at most 4096, got {h}x{w}")
+        if not 0 <= min_digits <= max_digits or max_digits < 1:
+            raise DataError(f"{self.name}: need 0 <= min_digits <= max_digits and max_digits >= 1, "
+                            f"got {min_digits}, {max_digits}")
+        self.image_size = (int(h), int(w))
+        self.max_digits, self.min_digits = int(max_digits), int(min_digits)
+
+    def _background(self, rng: np.random.Generator) -> np.ndarray:
+        h, w = self.image_size
+        wh, ww = self.window
+        tiles = max(1, round(h * w / (wh * ww)))
+        canvas = np.full((h, w), rng.uniform(25.0, 105.0), np.float32)
+        canvas += _smooth_field(rng, h, w, 14.0)[..., 0]
+        blotches = np.zeros((h, w), np.float32)
+        for _ in range(int(rng.integers(2 * tiles, 7 * tiles))):
+            centre = (int(rng.integers(w)), int(rng.integers(h)))
+            axes = (int(rng.integers(2, 12)), int(rng.integers(2, 12)))
+            cv2.ellipse(blotches, centre, axes, float(rng.uniform(0, 180)), 0, 360,
+                        float(rng.uniform(-45.0, 60.0)), cv2.FILLED)
+        canvas += cv2.GaussianBlur(blotches, (5, 5), 1.5)
+        for _ in range(int(rng.integers(0, 4 * tiles))):  # strokes spanning about one window each
+            x0, y0 = rng.uniform(-ww / 2, w - ww / 2), rng.uniform(-wh / 2, h - wh / 2)
+            points = np.stack([x0 + rng.uniform(0, ww, 3), y0 + rng.uniform(0, wh, 3)], axis=1).astype(np.int32)
+            cv2.polylines(canvas, [points], False, float(rng.uniform(70.0, 160.0)),
+                          int(rng.integers(1, 3)), cv2.LINE_AA)
+        return canvas
+
+    def _sample(self, index: int) -> dict[str, Any]:
+        rng = self.rng(index)
+        h, w = self.image_size
+        canvas = self._background(rng)
+        boxes: list[tuple[int, int, int, int]] = []
+        labels: list[int] = []
+        for _ in range(int(rng.integers(self.min_digits, self.max_digits + 1))):
+            digit = int(rng.integers(10))
+            sprite = _warp_glyph(self.bank.pick(rng, digit), rng, rng.uniform(14.0, 36.0), 18.0, 0.25)
+            if sprite is None:
+                continue
+            alpha, (bx1, by1, bx2, by2) = sprite
+            bw, bh = bx2 - bx1, by2 - by1
+            if bw > w or bh > h:
+                continue
+            for _attempt in range(10):
+                left, top = int(rng.integers(0, w - bw + 1)), int(rng.integers(0, h - bh + 1))
+                spot = (left, top, left + bw, top + bh)
+                if all(_overlap(*spot, box) <= 0.1 for box in boxes):
+                    break
+            else:
+                continue
+            _paste(canvas, alpha, left - bx1, top - by1, np.float32(rng.uniform(165.0, 255.0)))
+            boxes.append(spot)
+            labels.append(digit)
+        image = _finish(canvas, rng, rng.uniform(3.0, 10.0))
+        return {"image": image, "boxes": np.array(boxes, np.float32).reshape(-1, 4),
+                "labels": np.array(labels, np.int64), "id": index}
 
 
 def _overlap(x1: int, y1: int, x2: int, y2: int, other: tuple[int, int, int, int]) -> float:

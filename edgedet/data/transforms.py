@@ -38,6 +38,8 @@ class FitSample:
         labels: int64 [N].
         semantic: uint8 [H, W] (0 background, k + 1 class k, 255 ignore), or None.
         index: the dataset index it came from.
+        masks: uint8 [N, H, W] 0/1 instance masks at the input size (letterbox padding 0), one
+            per box, or None (kept only for instance segmenters, see ``with_masks``).
     """
 
     image: np.ndarray
@@ -45,6 +47,7 @@ class FitSample:
     labels: np.ndarray
     semantic: np.ndarray | None
     index: int
+    masks: np.ndarray | None = None
 
 
 def sample_channels(sample: dict[str, Any]) -> int:
@@ -68,16 +71,19 @@ def _to_channels(image: np.ndarray, channels: int) -> np.ndarray:
 
 
 def fit_sample(sample: dict[str, Any], input_size: tuple[int, int], channels: int, index: int = 0,
-               with_semantic: bool = False) -> FitSample:
+               with_semantic: bool = False, with_masks: bool = False) -> FitSample:
     """Convert a dataset sample to ``channels`` and letterbox it into ``input_size = (H, W)``.
 
     Boxes follow the image; the semantic mask is resized with nearest-neighbour sampling and its
-    padding is 255 (ignored by the loss and the metrics).
+    padding is 255 (ignored by the loss and the metrics). With ``with_masks`` the instance masks
+    are resized the same way (nearest neighbour) and padded with 0; the boxes are not re-derived
+    from the resized masks, so both follow the image as the runtime's letterbox maps them.
     """
     image = _to_channels(np.asarray(sample["image"]), channels)
     boxes = np.asarray(sample["boxes"], np.float32).reshape(-1, 4)
     labels = np.asarray(sample["labels"], np.int64).reshape(-1)
     semantic = sample.get("semantic") if with_semantic else None
+    masks = _instance_masks(sample, len(boxes), image.shape[:2]) if with_masks else None
     if image.shape[:2] != tuple(input_size):
         image, lb = letterbox(image, tuple(input_size))
         boxes = boxes * np.float32(lb.scale) + np.array([lb.pad_x, lb.pad_y] * 2, np.float32)
@@ -87,8 +93,29 @@ def fit_sample(sample: dict[str, Any], input_size: tuple[int, int], channels: in
             resized = cv2.resize(semantic, (nw, nh), interpolation=cv2.INTER_NEAREST)
             semantic = np.full(tuple(input_size), IGNORE, np.uint8)
             semantic[lb.pad_y:lb.pad_y + nh, lb.pad_x:lb.pad_x + nw] = resized
+        if masks is not None:
+            masks = _letterbox_masks(masks, tuple(input_size), lb)
     return FitSample(np.ascontiguousarray(image), boxes, labels,
-                     None if semantic is None else np.ascontiguousarray(semantic, dtype=np.uint8), index)
+                     None if semantic is None else np.ascontiguousarray(semantic, dtype=np.uint8), index,
+                     None if masks is None else np.ascontiguousarray(masks, dtype=np.uint8))
+
+
+def _instance_masks(sample: dict[str, Any], n: int, shape: tuple[int, int]) -> np.ndarray:
+    masks = sample.get("masks")
+    if masks is None:
+        raise ValueError("this model trains on instance masks, but the dataset's samples have none")
+    masks = (np.asarray(masks).reshape(n, *shape) != 0).astype(np.uint8)
+    return masks
+
+
+def _letterbox_masks(masks: np.ndarray, input_size: tuple[int, int], lb) -> np.ndarray:
+    n, h, w = masks.shape
+    nh, nw = min(input_size[0], max(1, round(h * lb.scale))), min(input_size[1], max(1, round(w * lb.scale)))
+    out = np.zeros((n, *input_size), np.uint8)
+    for i in range(n):  # cv2.resize takes at most 512 channels; instances go one by one
+        out[i, lb.pad_y:lb.pad_y + nh, lb.pad_x:lb.pad_x + nw] = cv2.resize(masks[i], (nw, nh),
+                                                                            interpolation=cv2.INTER_NEAREST)
+    return out
 
 
 def hflip_sample(s: FitSample) -> FitSample:
@@ -97,7 +124,8 @@ def hflip_sample(s: FitSample) -> FitSample:
     boxes = s.boxes.copy()
     boxes[:, [0, 2]] = w - s.boxes[:, [2, 0]]
     semantic = None if s.semantic is None else np.ascontiguousarray(s.semantic[:, ::-1])
-    return FitSample(np.ascontiguousarray(s.image[:, ::-1]), boxes, s.labels, semantic, s.index)
+    masks = None if s.masks is None else np.ascontiguousarray(s.masks[:, :, ::-1])
+    return FitSample(np.ascontiguousarray(s.image[:, ::-1]), boxes, s.labels, semantic, s.index, masks)
 
 
 def image_to_tensor(image: np.ndarray) -> Tensor:
@@ -115,6 +143,7 @@ class TrainingSet(torch.utils.data.Dataset):
         input_size: network ``(H, W)``.
         channels: network input channels.
         with_semantic: keep semantic masks (segmenters).
+        with_masks: keep instance masks (instance segmenters).
         flip: probability of a horizontal flip (0 for validation and for digits, which a mirror
             turns into other shapes).
         seed: flips are drawn from ``(seed, epoch, index)``, so a resumed run repeats them; set
@@ -126,11 +155,13 @@ class TrainingSet(torch.utils.data.Dataset):
     """
 
     def __init__(self, dataset, input_size: tuple[int, int], channels: int, with_semantic: bool = False,
-                 flip: float = 0.0, seed: int = 0, cache: bool = False, epoch_length: int | None = None) -> None:
+                 flip: float = 0.0, seed: int = 0, cache: bool = False, epoch_length: int | None = None,
+                 with_masks: bool = False) -> None:
         self.dataset = dataset
         self.input_size = tuple(input_size)
         self.channels = channels
         self.with_semantic = with_semantic
+        self.with_masks = with_masks
         self.flip = flip
         self.seed = seed
         self.epoch = 0
@@ -144,7 +175,8 @@ class TrainingSet(torch.utils.data.Dataset):
         """The fitted (letterboxed, un-augmented) sample ``index``."""
         if self.cache is not None and index in self.cache:
             return self.cache[index]
-        s = fit_sample(self.dataset[index], self.input_size, self.channels, index, self.with_semantic)
+        s = fit_sample(self.dataset[index], self.input_size, self.channels, index, self.with_semantic,
+                       self.with_masks)
         if self.cache is not None:
             self.cache[index] = s
         return s
@@ -173,7 +205,8 @@ def collate(samples: Sequence[FitSample], encode: Callable[[Sequence[FitSample]]
 
     Returns:
         dict with ``images`` float32 [B, C, H, W] (or frames), ``targets`` (the family's layout),
-        ``boxes`` / ``labels`` (per-image lists of input-pixel tensors) and ``index``.
+        ``boxes`` / ``labels`` (per-image lists of input-pixel tensors) and ``index``; when the
+        samples carry instance masks also ``masks`` (per-image uint8 [N, H, W] tensors).
     """
     if frames:
         images = torch.from_numpy(np.stack([s.image if s.image.shape[2] == 3 else np.repeat(s.image, 3, axis=2)
@@ -182,8 +215,11 @@ def collate(samples: Sequence[FitSample], encode: Callable[[Sequence[FitSample]]
         images = torch.stack([image_to_tensor(s.image) for s in samples])  # (B, C, H, W)
     boxes = [torch.from_numpy(s.boxes) for s in samples]
     labels = [torch.from_numpy(s.labels) for s in samples]
-    return {"images": images, "targets": encode(samples), "boxes": boxes, "labels": labels,
-            "index": [s.index for s in samples]}
+    batch = {"images": images, "targets": encode(samples), "boxes": boxes, "labels": labels,
+             "index": [s.index for s in samples]}
+    if samples and all(s.masks is not None for s in samples):
+        batch["masks"] = [torch.from_numpy(s.masks) for s in samples]
+    return batch
 
 
 class Collate:

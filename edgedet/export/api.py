@@ -26,7 +26,7 @@ from torch import nn
 
 from edgedet.export.deploy import build_deploy_module
 from edgedet.export.metadata import build_metadata
-from edgedet.export.options import FORMATS, ExportError, ExportOptions
+from edgedet.export.options import FORMATS, ExportError, ExportOptions, check_fully_conv_size
 from edgedet.models.registry import get_entry
 from edgedet.models.weights import RANDOM_INIT_SEED, build_model, resolve_weights
 from edgedet.runtime.files import atomic_path, check_writable_dir, file_digest
@@ -59,13 +59,13 @@ def load_export_model(name: str, weights: str | None, random_init: bool, imgsz: 
     return model, {"kind": "random-init", "checkpoint": str(ckpt.resolve()), "sha256": file_digest(ckpt)}
 
 
-def check_sample(model: nn.Module, imgsz: tuple[int, int]) -> np.ndarray:
-    """Two BGR frames for the export check: a real sample of the family's dataset (letterboxed)
-    and an empty scene (uniform grey), as a uint8 batch ``[2, H, W, 3]``."""
+def check_sample(model: nn.Module, imgsz: tuple[int, int], dataset: str | None = None) -> np.ndarray:
+    """Two BGR frames for the export check: a real sample of ``dataset`` (default: the family's;
+    letterboxed) and an empty scene (uniform grey), as a uint8 batch ``[2, H, W, 3]``."""
     from edgedet.data import build_dataset
     from edgedet.runtime.letterbox import letterbox
 
-    image = build_dataset(get_entry(model.model_name).spec.dataset, split="val")[1]["image"]
+    image = build_dataset(dataset or get_entry(model.model_name).spec.dataset, split="val")[1]["image"]
     if image.shape[2] == 1:
         image = np.repeat(image, 3, axis=2)
     framed, _ = letterbox(image, imgsz)
@@ -95,12 +95,12 @@ def _check_file(fmt: str, path: Path, reference: nn.Module, names: tuple[str, ..
 
 
 def _export_int8(fp32: Path, path: Path, model: nn.Module, imgsz: tuple[int, int], options: ExportOptions,
-                 names: tuple[str, ...], frames: np.ndarray) -> ExportedFile:
+                 names: tuple[str, ...], frames: np.ndarray, dataset: str | None = None) -> ExportedFile:
     from edgedet.export.quantize import calibration_frames, quantize_int8
     from edgedet.runtime.backends import create_backend
 
     start = time.perf_counter()
-    spec = options.calib_data or get_entry(model.model_name).spec.dataset
+    spec = options.calib_data or dataset or get_entry(model.model_name).spec.dataset
     quantize_int8(fp32, path, calibration_frames(spec, options.calib_samples, imgsz))
     record = ExportedFile("onnx-int8", path, time.perf_counter() - start)
     record.notes.append(f"int8: calibrated on {options.calib_samples} frames of {spec}; "
@@ -127,6 +127,8 @@ class _Job:
     example: torch.Tensor  # the frames in the graph's input format
     reference: nn.Module  # eager deploy wrapper (also what TorchScript traces)
     names: tuple[str, ...]  # output names
+    frame_size: tuple[int, int] | None = None  # the graph's input size; None: the model's
+    fully_conv: dict[str, Any] | None = None  # --fully-conv geometry for the metadata
 
     def path(self, fmt: str) -> Path:
         return self.out_dir / f"{self.out_name}{SUFFIX[fmt]}"
@@ -135,9 +137,10 @@ class _Job:
         o = self.options
         export_args = {k: v for k, v in asdict(o).items() if k != "nms"}
         export_args.update(model=self.name, weights=weights, random_init=random_init)
-        return build_metadata(self.model, imgsz=tuple(self.model.cfg.input_size), input_format=o.input_format,
-                              dynamic=o.dynamic, half=o.half, nms=o.nms, output_names=self.names,
-                              source=self.source, export_args=export_args, graph_format=fmt)
+        return build_metadata(self.model, imgsz=self.frame_size or tuple(self.model.cfg.input_size),
+                              input_format=o.input_format, dynamic=o.dynamic or o.fully_conv, half=o.half, nms=o.nms,
+                              output_names=self.names, source=self.source, export_args=export_args,
+                              graph_format=fmt, fully_conv=self.fully_conv)
 
     def check(self, record: "ExportedFile") -> None:
         record.check_passed, record.check = _check_file(record.format, record.path, self.reference, self.names,
@@ -153,15 +156,18 @@ def _write_onnx(job: _Job, metadata: dict[str, Any]) -> ExportedFile:
     opset = o.opset or DEFAULT_OPSET
     metadata["opset"] = opset
     module, _ = build_deploy_module(job.model, input_format=o.input_format, half=o.half, nms=o.nms,
-                                    nms_module=OnnxNMS(o.nms) if o.nms is not None else None, probs=o.probs)
+                                    nms_module=OnnxNMS(o.nms) if o.nms is not None else None, probs=o.probs,
+                                    fully_conv=o.fully_conv)
     path = job.path("onnx")
     with atomic_path(path) as staged:  # renamed to ``path`` once checked (module docstring)
-        export_onnx(module, job.example, staged, job.names, metadata, o.dynamic, opset, simplify=o.simplify)
+        export_onnx(module, job.example, staged, job.names, metadata, o.dynamic or o.fully_conv, opset,
+                    simplify=o.simplify)
         record = ExportedFile("onnx", staged, time.perf_counter() - start)
         if o.check:
             job.check(record)
             if o.simplify and record.check_passed is False:  # onnxslim broke parity: keep the plain export
-                export_onnx(module, job.example, staged, job.names, metadata, o.dynamic, opset, simplify=False)
+                export_onnx(module, job.example, staged, job.names, metadata, o.dynamic or o.fully_conv, opset,
+                            simplify=False)
                 record.notes.append("simplified graph failed the check; wrote the unsimplified graph")
                 job.check(record)
     record.path = path
@@ -192,16 +198,26 @@ def export_model(name: str, out_dir: str | os.PathLike, options: ExportOptions =
     if options.triton:
         check_writable_dir(options.triton)
     out_name = options.name or name
-    model, source = load_export_model(name, weights, random_init, options.imgsz, out_dir, out_name, say)
+    # --fully-conv: --imgsz is the frame size, not the model's input size (its head is sized for it).
+    model, source = load_export_model(name, weights, random_init, None if options.fully_conv else options.imgsz,
+                                      out_dir, out_name, say)
     if options.half and not torch.cuda.is_available():
         say("note: --half on a machine without CUDA: exporting fp16 on the CPU (slow, checks may not run)")
-    frames = check_sample(model, tuple(model.cfg.input_size))
+    frame_size, fully_conv, check_data = tuple(model.cfg.input_size), None, None
+    if options.fully_conv:
+        conversion = get_entry(name).spec.fully_convolutional(model)
+        frame_size = tuple(options.imgsz or conversion.frame_size)
+        check_fully_conv_size(frame_size, conversion.window, conversion.stride, name)  # the loaded weights' window
+        fully_conv = {"window": list(conversion.window), "stride": conversion.stride, "dataset": conversion.dataset}
+        check_data = conversion.dataset
+    frames = check_sample(model, frame_size, check_data)
     example = torch.from_numpy(frames)
     if options.input_format == "float":
         example = example.flip(-1).permute(0, 3, 1, 2).float() / 255
     reference, names = build_deploy_module(model, input_format=options.input_format, half=options.half,
-                                           nms=options.nms, probs=options.probs)
-    job = _Job(name, out_dir, out_name, options, model, source, frames, example, reference, names)
+                                           nms=options.nms, probs=options.probs, fully_conv=options.fully_conv)
+    job = _Job(name, out_dir, out_name, options, model, source, frames, example, reference, names, frame_size,
+               fully_conv)
     files: list[ExportedFile] = []
     for fmt in options.formats:
         metadata = job.metadata(fmt, weights, random_init)
@@ -212,9 +228,10 @@ def export_model(name: str, out_dir: str | os.PathLike, options: ExportOptions =
         files.append(record)
         if options.int8:
             files.append(_export_int8(record.path, out_dir / f"{out_name}.int8.onnx", model,
-                                      tuple(model.cfg.input_size), options, names, frames))
+                                      frame_size, options, names, frames, check_data))
         if options.triton:
             from edgedet.export.triton import write_triton_repository
 
-            record.notes.append(write_triton_repository(record.path, options.triton, out_name).note)
+            record.notes.append(write_triton_repository(record.path, options.triton, out_name,
+                                                        backend=options.triton_backend).note)
     return files

@@ -20,9 +20,12 @@ from edgedet.export.compat import shape_as_tensor
 from edgedet.export.options import NMSSettings
 from edgedet.models.registry import create_decoder, get_entry
 from edgedet.ops.boxes import cxcywh_to_xyxy
-from edgedet.ops.nms import gather_detections, limit_candidates, nms_indices, selection_order
+from edgedet.ops.masks import assemble_mask_logits, masks_from_logits
+from edgedet.ops.nms import (detection_rows, gather_detections, gather_rows, limit_candidates, nms_indices,
+                             selection_order)
 
 __all__ = ["NMSSettings", "Preprocess", "TorchNMS", "DensePredictor", "DetectionPostprocess", "DeployDetector", "DeployRawDetector", "DeployLocalizer", "DeploySegmenter",
+           "InstanceMaskPostprocess", "DeployInstanceSegmenter", "DeployRawInstanceSegmenter",
            "build_deploy_module", "OUTPUT_NAMES"]
 
 # OpenCV's BGR -> grey weights (cv2.cvtColor COLOR_BGR2GRAY), in B, G, R order.
@@ -78,11 +81,11 @@ class DensePredictor(nn.Module):
     it can be traced; the data-dependent NMS lives in :class:`DetectionPostprocess`.
     """
 
-    def __init__(self, model: nn.Module, preprocess: Preprocess) -> None:
+    def __init__(self, model: nn.Module, preprocess: Preprocess, decoder: nn.Module | None = None) -> None:
         super().__init__()
         self.preprocess = preprocess
         self.model = model
-        self.decoder = create_decoder(model)
+        self.decoder = create_decoder(model) if decoder is None else decoder  # given: a fully-conv model's
 
     def forward(self, images: Tensor) -> Tensor:
         heads = self.model(self.preprocess(images))
@@ -106,6 +109,12 @@ class DetectionPostprocess(nn.Module):
         self.w_dim, self.h_dim = (2, 1) if uint8_input else (3, 2)
 
     def forward(self, pred: Tensor, images: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        selected, boxes, scores, box_labels = self.select(pred, images)
+        return gather_detections(selected, boxes, scores, self.max_det, box_labels)
+
+    def select(self, pred: Tensor, images: Tensor) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
+        """NMS's ``selected[S, 3]`` with the clipped ``boxes[B, N, 4]``, ``scores[B, C, N]`` and
+        agnostic ``box_labels`` it ran on (what :func:`gather_detections` takes)."""
         boxes = cxcywh_to_xyxy(pred[..., :4])  # (B, N, 4)
         # Clip to the input; the size comes from the runtime shape so dynamic H/W export works.
         # The shape tensor lives on the CPU whatever the device; the limits follow the boxes.
@@ -119,8 +128,7 @@ class DetectionPostprocess(nn.Module):
             scores, best = scores.max(dim=1, keepdim=True)  # (B, 1, N)
             box_labels = best.squeeze(1)  # (B, N)
         scores = limit_candidates(scores, self.max_candidates)
-        selected = self.nms(boxes, scores)
-        return gather_detections(selected, boxes, scores, self.max_det, box_labels)
+        return self.nms(boxes, scores), boxes, scores, box_labels
 
 
 class DeployDetector(nn.Module):
@@ -182,26 +190,118 @@ OUTPUT_NAMES = {
     "localization": ("score", "box", "label", "class_scores"),
     "segmentation": ("mask",),
     "segmentation-probs": ("mask", "probs"),
+    "instance-segmentation": ("num_dets", "boxes", "scores", "labels", "masks"),
+    "instance-segmentation-raw": ("predictions", "coefficients", "prototypes"),
 }
 
 
 def build_deploy_module(model: nn.Module, *, input_format: str = "uint8", half: bool = False,
                         nms: NMSSettings | None = NMSSettings(), nms_module: nn.Module | None = None,
-                        probs: bool = False) -> tuple[nn.Module, tuple[str, ...]]:
-    """The deploy wrapper for ``model`` and the names of its outputs, in order."""
-    task = get_entry(model.model_name).task
+                        probs: bool = False, fully_conv: bool = False) -> tuple[nn.Module, tuple[str, ...]]:
+    """The deploy wrapper for ``model`` and the names of its outputs, in order.
+
+    With ``fully_conv`` the family's spec turns ``model`` into a dense network
+    (:meth:`FamilySpec.fully_convolutional`) and the result is a detector: the dense model and its
+    window decoder, then the same detector post-processing and NMS as every detector.
+    """
+    spec = get_entry(model.model_name).spec
+    task, decoder = spec.task, None
+    if fully_conv:
+        conversion = spec.fully_convolutional(model)
+        if conversion is None:
+            raise ValueError(f"{model.model_name} cannot be made fully convolutional")
+        model, decoder, task = conversion.model, conversion.decoder, "detection"
     dtype = torch.float16 if half else torch.float32
     model = model.to(dtype).eval()
     preprocess = Preprocess(model.cfg.in_channels, input_format, dtype)
+    if get_entry(model.model_name).spec.instance_masks and not fully_conv:
+        return _instance_segmenter(model, preprocess, nms, nms_module)
     if task == "detection" and nms is None:
-        module, names = DeployRawDetector(DensePredictor(model, preprocess)), OUTPUT_NAMES["detection-raw"]
+        dense = DensePredictor(model, preprocess, decoder)
+        module, names = DeployRawDetector(dense), OUTPUT_NAMES["detection-raw"]
     elif task == "detection":
         post = DetectionPostprocess(nms, preprocess.uint8, nms_module)
-        module, names = DeployDetector(DensePredictor(model, preprocess), post), OUTPUT_NAMES["detection"]
+        module, names = DeployDetector(DensePredictor(model, preprocess, decoder), post), OUTPUT_NAMES["detection"]
     elif task == "localization":
         module, names = DeployLocalizer(model, preprocess), OUTPUT_NAMES["localization"]
     else:
         module = DeploySegmenter(model, preprocess, probs)
         names = OUTPUT_NAMES["segmentation-probs" if probs else "segmentation"]
     device = next(model.parameters()).device  # the wrapper's own buffers join the model's device
+    return module.to(device).eval(), names
+
+
+class InstanceMaskPostprocess(nn.Module):
+    """``((predictions, coefficients, protos), images) -> (num_dets, boxes, scores, labels, masks)``.
+
+    The detector's NMS (:meth:`DetectionPostprocess.select`), the K best per image chosen and
+    padded exactly as :func:`gather_detections` does (:func:`detection_rows`, :func:`gather_rows`),
+    then for the kept rows: their coefficients are gathered, assembled with the image's
+    prototypes, upsampled, cropped and thresholded (:func:`edgedet.ops.masks.masks_from_logits`).
+    """
+
+    def __init__(self, detect: DetectionPostprocess, proto_stride: int) -> None:
+        super().__init__()
+        self.detect = detect
+        self.proto_stride = int(proto_stride)
+
+    def forward(self, dense: Tuple[Tensor, Tensor, Tensor], images: Tensor
+                ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        pred, coefficients, protos = dense
+        selected, boxes, scores, box_labels = self.detect.select(pred, images)
+        rows, valid, num = detection_rows(selected, boxes.shape[0], self.detect.max_det)
+        out_boxes, out_scores, out_labels = gather_rows(rows, valid, boxes, scores, box_labels)
+        coef = coefficients[rows[..., 0], rows[..., 2]]  # (B, K, P)
+        logits = assemble_mask_logits(coef, protos.to(coef.dtype))  # (B, K, h, w)
+        # Padding rows have all-zero boxes, so cropping leaves them empty.
+        masks = masks_from_logits(logits, out_boxes, self.proto_stride)  # (B, K, H, W) uint8
+        return num, out_boxes, out_scores, out_labels, masks
+
+
+class DeployInstanceSegmenter(DeployDetector):
+    """``images -> (num_dets[B], boxes[B, K, 4], scores[B, K], labels[B, K], masks[B, K, H, W])``.
+
+    The detector outputs of :class:`DeployDetector` plus ``masks``: uint8 0/1 at the network
+    input's resolution (H, W of ``images``), row k the mask of detection k, all 0 on padding rows.
+    How they are made (the ``masks`` entry of the exported metadata, see
+    :func:`edgedet.models.yolov3seg.mask_contract`): the prototype-grid logits
+    ``coefficients @ prototypes`` are upsampled bilinearly by ``proto_stride`` (half-pixel centres),
+    pixels whose centre lies outside the detection's box are cleared, and the rest thresholded at
+    logit > 0 (probability 0.5). Full input resolution was chosen over the prototype grid because
+    it is the simplest contract for consumers (no upsampling rule to reproduce) and costs
+    K x H x W bytes per image (0.16 MB at K = 10, 128 x 128).
+
+    ``dense`` gives ``(predictions, coefficients, protos)`` (traced for TorchScript), ``post`` is
+    :class:`InstanceMaskPostprocess` (scripted), as for every detector.
+    """
+
+    def forward(self, images: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # type: ignore[override]
+        return self.post(self.dense(images), images)
+
+
+class DeployRawInstanceSegmenter(nn.Module):
+    """``images -> (predictions[B, N, 5 + C], coefficients[B, N, P], prototypes[B, P, h, w])``:
+    an instance segmenter without NMS (``--no-nms``). ``predictions`` is the detectors' raw
+    table; row n of ``coefficients`` belongs to its row n; a consumer assembles a mask as
+    :class:`DeployInstanceSegmenter` does (``proto_stride`` is in the metadata's ``config``; the
+    graph has no ``masks`` output, so its metadata has no ``masks`` entry)."""
+
+    def __init__(self, dense: DensePredictor) -> None:
+        super().__init__()
+        self.dense = dense
+
+    def forward(self, images: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        pred, coefficients, protos = self.dense(images)
+        return pred, coefficients, protos
+
+
+def _instance_segmenter(model: nn.Module, preprocess: Preprocess, nms: NMSSettings | None,
+                        nms_module: nn.Module | None) -> tuple[nn.Module, tuple[str, ...]]:
+    dense = DensePredictor(model, preprocess)
+    if nms is None:
+        module, names = DeployRawInstanceSegmenter(dense), OUTPUT_NAMES["instance-segmentation-raw"]
+    else:
+        post = InstanceMaskPostprocess(DetectionPostprocess(nms, preprocess.uint8, nms_module), model.cfg.proto_stride)
+        module, names = DeployInstanceSegmenter(dense, post), OUTPUT_NAMES["instance-segmentation"]
+    device = next(model.parameters()).device
     return module.to(device).eval(), names

@@ -65,6 +65,11 @@ def format_info(info: dict[str, Any]) -> str:
         n = meta.nms
         lines.append(f"nms         conf {n.conf}, iou {n.iou}, max_det {n.max_det}, "
                      f"{'agnostic' if n.agnostic else 'per class'}")
+    if meta.masks is not None:  # instance segmenters: the contract of the masks output
+        m = meta.masks
+        where = f"input resolution ({inp.height}x{inp.width})" if m.at_input else \
+            f"{m.resolution[0]}x{m.resolution[1]} (to the input: {m.upsample})"
+        lines.append(f"masks       uint8 0/1 per detection at {where}, cropped to boxes, threshold {m.threshold:g}")
     if "strides" in meta.doc:  # a family extra, shown when the family records one
         lines.append(f"strides     {meta.doc['strides']}")
     src = meta.source

@@ -28,9 +28,18 @@ LETTERBOX_RULE = {
 
 def build_metadata(model: nn.Module, *, imgsz: tuple[int, int], input_format: str, dynamic: bool,
                    half: bool, nms: NMSSettings | None, output_names: tuple[str, ...],
-                   source: dict[str, Any], export_args: dict[str, Any], graph_format: str) -> dict[str, Any]:
-    """Everything a consumer needs to feed the graph and read its outputs."""
+                   source: dict[str, Any], export_args: dict[str, Any], graph_format: str,
+                   fully_conv: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything a consumer needs to feed the graph and read its outputs.
+
+    ``fully_conv`` (``{"window": [h, w], "stride": s, "dataset": ...}``) marks a graph exported with
+    ``--fully-conv``: its task is ``detection``, it takes any size of at least the window, its size
+    multiple is the stride (the pools then tile the frame exactly), and the document records the
+    geometry under ``fully_conv``; ``config`` stays the original model's.
+    """
     entry = get_entry(model.model_name)
+    task = "detection" if fully_conv else entry.task
+    multiple = fully_conv["stride"] if fully_conv else _size_multiple(model)
     cfg = model.cfg
     names = list(class_names_of(cfg))
     uint8 = input_format == "uint8"
@@ -40,7 +49,7 @@ def build_metadata(model: nn.Module, *, imgsz: tuple[int, int], input_format: st
         "format": graph_format,
         "model": model.model_name,
         "family": entry.family,
-        "task": entry.task,
+        "task": task,
         "class_names": names,
         "num_classes": cfg.num_classes,
         "input": {
@@ -52,7 +61,7 @@ def build_metadata(model: nn.Module, *, imgsz: tuple[int, int], input_format: st
             "width": imgsz[1],
             "dynamic_batch": True,
             "dynamic_size": dynamic,
-            "size_multiple": _size_multiple(model),
+            "size_multiple": multiple,
         },
         "normalization": {
             "scale": 1 / 255 if uint8 else 1.0,
@@ -61,15 +70,19 @@ def build_metadata(model: nn.Module, *, imgsz: tuple[int, int], input_format: st
             "network_channels": "grey" if cfg.in_channels == 1 else "RGB",
             "grey_weights_bgr": [0.114, 0.587, 0.299] if cfg.in_channels == 1 else None,
         },
-        "letterbox": dict(LETTERBOX_RULE, stride=_size_multiple(model)),
+        "letterbox": dict(LETTERBOX_RULE, stride=multiple),
         "outputs": list(output_names),
         "precision": "fp16" if half else "fp32",
-        "nms": nms.to_dict() if nms is not None and entry.task == "detection" else None,
+        "nms": nms.to_dict() if nms is not None and task == "detection" else None,
         "config": _plain(dataclasses.asdict(cfg)),
         "source": source,
         "export_args": export_args,
     }
     doc.update(entry.spec.metadata(model))  # family extras: strides and anchors, grid, ...
+    if "masks" not in output_names:  # the mask contract describes a ``masks`` output (not --no-nms)
+        doc.pop("masks", None)
+    if fully_conv:
+        doc["fully_conv"] = _plain(fully_conv)
     if entry.task == "segmentation":
         doc["segmentation"] = {"background": 0, "ignore": 255, "class_names": names}
     return doc

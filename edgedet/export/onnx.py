@@ -85,10 +85,14 @@ def export_onnx(module: nn.Module, example: Tensor, path: str | os.PathLike, out
     for name in output_names:
         if name == "mask":
             dynamic_axes[name] = {0: "batch", **({1: "height", 2: "width"} if dynamic_hw else {})}
+        elif name == "masks":
+            dynamic_axes[name] = {0: "batch", **({2: "height", 3: "width"} if dynamic_hw else {})}
         elif name == "probs":
             dynamic_axes[name] = {0: "batch", **({2: "height", 3: "width"} if dynamic_hw else {})}
-        elif name == "predictions":
+        elif name in ("predictions", "coefficients"):
             dynamic_axes[name] = {0: "batch", 1: "candidates"} if dynamic_hw else {0: "batch"}
+        elif name == "prototypes":
+            dynamic_axes[name] = {0: "batch", **({2: "proto_height", 3: "proto_width"} if dynamic_hw else {})}
         else:
             dynamic_axes[name] = {0: "batch"}
     path = Path(path)

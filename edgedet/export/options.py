@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass
 
 from edgedet.errors import EdgedetError
 
-__all__ = ["ExportError", "NMSSettings", "ExportOptions", "FORMATS", "INPUT_FORMATS", "MAX_IMGSZ", "imgsz_problem"]
+__all__ = ["ExportError", "NMSSettings", "ExportOptions", "FORMATS", "INPUT_FORMATS", "MAX_IMGSZ", "imgsz_problem",
+           "TRITON_BACKENDS", "check_fully_conv_size", "fully_conv_geometry"]
 
 # The largest input side export (bench's graphs included) and training accept: 8192 px (64 Mpx square) is far past
 # any detector input in use, and a frame of it still fits in memory; bigger sizes only end in an
@@ -57,6 +58,9 @@ class NMSSettings:
 
 FORMATS = ("onnx", "torchscript")
 INPUT_FORMATS = ("uint8", "float")
+# Triton backends a repository can be written for (edgedet.export.triton): ONNX Runtime's, or the
+# Python backend running model.py (what the tritonserver inside nvidia-pytriton has).
+TRITON_BACKENDS = ("onnxruntime", "python")
 
 
 @dataclass(frozen=True)
@@ -76,9 +80,14 @@ class ExportOptions:
         check: run every written file and compare it with PyTorch.
         name: file stem; None: the model name.
         triton: directory of a Triton model repository to write.
+        triton_backend: the Triton backend that repository is for, from :data:`TRITON_BACKENDS`.
         int8: also write ``<name>.int8.onnx``, statically quantised.
         calib_data: dataset spec of the calibration frames; None: the family's dataset.
         calib_samples: calibration frames.
+        fully_conv: turn a classifier-style head into convolutions (the family's
+            :meth:`~edgedet.models.spec.FamilySpec.fully_convolutional`) and export a detector over
+            frames of any size of at least the model's input (always dynamic H, W; ``imgsz`` is then
+            the frame size the runtime letterboxes to, default the family's scene size).
     """
 
     formats: tuple[str, ...] = FORMATS
@@ -93,9 +102,11 @@ class ExportOptions:
     check: bool = True
     name: str | None = None
     triton: str | None = None
+    triton_backend: str = "onnxruntime"
     int8: bool = False
     calib_data: str | None = None
     calib_samples: int = 64
+    fully_conv: bool = False
 
     def validate(self, model: str) -> None:
         """Every check of these options for ``model``: :class:`ExportError` (or the registry's
@@ -112,7 +123,9 @@ class ExportOptions:
             raise ExportError(f"unknown format {', '.join(bad) or '(none)'}; choose from {', '.join(FORMATS)}")
         if self.probs and spec.task != "segmentation":
             raise ExportError("--probs applies to segmentation models only")
-        if self.nms is None and spec.task != "detection":
+        if self.fully_conv:
+            _check_fully_conv(model, spec, self.imgsz)
+        if self.nms is None and spec.task != "detection" and not self.fully_conv:
             raise ExportError("--no-nms applies to detectors only")
         if self.opset is not None and self.opset < MIN_OPSET:
             raise ExportError(f"--opset {self.opset} is too old; the graph needs opset >= {MIN_OPSET}")
@@ -128,6 +141,11 @@ class ExportOptions:
             parse_spec(self.calib_data)  # a bad spec fails before anything is written
         if self.triton and "onnx" not in self.formats:
             raise ExportError("--triton serves the ONNX graph: include onnx in --format")
+        if self.triton_backend not in TRITON_BACKENDS:
+            raise ExportError(f"--triton-backend {self.triton_backend}: choose from {', '.join(TRITON_BACKENDS)}")
+        if self.triton_backend != ExportOptions.triton_backend and not self.triton:
+            raise ExportError(f"--triton-backend {self.triton_backend} applies to a Triton repository: "
+                              f"give --triton DIR")
         if self.name is not None:  # a name, not a path: files stay inside --out
             from edgedet.runtime.files import check_name
 
@@ -138,7 +156,35 @@ class ExportOptions:
             check_triton_name(self.name or model)
         if self.input_format not in INPUT_FORMATS:
             raise ExportError(f"--input must be uint8 or float, got {self.input_format}")
-        if self.dynamic and spec.fixed_input:
+        if self.dynamic and spec.fixed_input and not self.fully_conv:
             raise ExportError(f"--dynamic: {model} has a fixed input size (its head depends on it)")
 
 
+def _check_fully_conv(model: str, spec, imgsz: tuple[int, int] | None) -> None:
+    """``--fully-conv`` needs a family that converts, and frames at least one window large."""
+    from edgedet.models.registry import get_entry, list_models
+
+    if not spec.fully_conv:
+        able = [m for m in list_models() if get_entry(m).spec.fully_conv]
+        raise ExportError(f"--fully-conv: {model} ({spec.family} family) cannot be made fully convolutional (no "
+                          f"fully connected head over conv features); it applies to {', '.join(able) or 'no model'}")
+    if imgsz is not None:
+        check_fully_conv_size(imgsz, *fully_conv_geometry(model), model)
+
+
+def fully_conv_geometry(model: str) -> tuple[tuple[int, int], int]:
+    """``(window, stride)`` of ``model``'s default configuration made fully convolutional (cheap for
+    the families that convert: their heads are small)."""
+    from edgedet.models.registry import create_model, get_entry
+
+    conversion = get_entry(model).spec.fully_convolutional(create_model(model))
+    return tuple(conversion.window), conversion.stride
+
+
+def check_fully_conv_size(imgsz: tuple[int, int], window: tuple[int, int], stride: int, model: str) -> None:
+    """Frames of a fully convolutional graph hold at least one window and are multiples of the stride."""
+    h, w = imgsz
+    if h < window[0] or w < window[1]:
+        raise ExportError(f"--fully-conv --imgsz {h},{w} is smaller than one {window[0]}x{window[1]} window of {model}")
+    if h % stride or w % stride:
+        raise ExportError(f"--fully-conv --imgsz {h},{w}: height and width must be multiples of the stride {stride}")

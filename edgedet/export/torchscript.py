@@ -28,7 +28,8 @@ def to_torchscript(module: nn.Module, example: Tensor) -> torch.jit.ScriptModule
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # torch.jit's deprecation notice and tracer warnings
         if isinstance(module, DeployDetector):
-            traced = DeployDetector(torch.jit.trace(module.dense, example), module.post)
+            # type(module): a detector subclass (the instance segmenter) keeps its own outputs.
+            traced = type(module)(torch.jit.trace(module.dense, example), module.post)
             return torch.jit.script(traced)
         return torch.jit.trace(module, example)
 

@@ -7,6 +7,7 @@ that decodes them. Each variant carries its family's spec (``get_entry(name).spe
 :func:`edgedet.models.weights.resolve_weights`.
 """
 
+import edgedet.models.vit  # noqa: F401  (registers the vit family)
 from edgedet.models.profile import count_parameters, model_gflops
 from edgedet.models.registry import (create_decoder, create_model, get_entry, list_models, register_model,
                                      spec_of, unregister_model)

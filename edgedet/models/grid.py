@@ -107,6 +107,8 @@ class GridSpec(FamilySpec):
     family = "grid"
     task = "detection"
     dataset = "digits-grid"
+    summary = "2x3 grid detector"
+    quickstart_images = 300
     lr = 2e-3
     fixed_input = True  # cells are fixed fractions of one input size
 

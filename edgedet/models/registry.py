@@ -82,6 +82,7 @@ def _load_families() -> None:
     import edgedet.models.localizer  # noqa: F401
     import edgedet.models.grid  # noqa: F401
     import edgedet.models.yolov3  # noqa: F401
+    import edgedet.models.yolov3seg  # noqa: F401
     import edgedet.models.unet  # noqa: F401
 
 

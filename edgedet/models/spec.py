@@ -22,6 +22,7 @@ and ``edgedet.models`` never depends on ``edgedet.train`` at import time.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from torch import Tensor, nn
@@ -32,10 +33,33 @@ if TYPE_CHECKING:  # pragma: no cover
     from edgedet.data.transforms import FitSample, TrainingSet
     from edgedet.train.evaluators import Evaluator
 
-__all__ = ["FamilySpec", "TargetEncoder", "TASKS"]
+__all__ = ["FamilySpec", "DenseConversion", "TargetEncoder", "TASKS"]
 
 # ``encode(samples) -> targets``: a picklable callable (DataLoader workers receive it).
 TargetEncoder = Callable[[Sequence["FitSample"]], Tensor]
+
+
+@dataclass(frozen=True)
+class DenseConversion:
+    """A classifier-style model turned fully convolutional (``edgedet export --fully-conv``).
+
+    Attributes:
+        model: the dense network, ``forward(x[B, C, H, W]) -> raw map``, for any ``H, W`` at least
+            ``window``; it carries ``cfg`` and ``model_name`` like a registered model.
+        decoder: raw map -> detector predictions ``[B, N, 5 + C]`` (cx, cy, w, h in input pixels,
+            objectness, class probabilities), the layout detector post-processing takes.
+        window: ``(height, width)`` one prediction sees: the original model's input size.
+        stride: input pixels between neighbouring windows.
+        dataset: scene dataset the detector is meant for (export check frames, benchmarks).
+        frame_size: ``(height, width)`` graphs are exported at when no size is given.
+    """
+
+    model: nn.Module
+    decoder: nn.Module
+    window: tuple[int, int]
+    stride: int
+    dataset: str
+    frame_size: tuple[int, int]
 
 
 class FamilySpec:
@@ -48,6 +72,14 @@ class FamilySpec:
         lr: AdamW learning rate that trains the family well from scratch at batch 64.
         fixed_input: the head depends on the input size, so graphs cannot take other sizes.
         darknet: variants read and write darknet ``.weights`` files.
+        fully_conv: the family's fully connected head can be turned into convolutions
+            (:meth:`fully_convolutional`; ``edgedet export --fully-conv``).
+        summary: one line saying what the family is, for reports (the quickstart's).
+        quickstart_images: how many validation images of :attr:`parity_data` the quickstart scores
+            a shipped checkpoint on (a subset, so the quickstart stays short on a CPU).
+        instance_masks: the family trains on instance masks (training and validation samples
+            carry them, see :class:`edgedet.data.transforms.FitSample`) and its detector graphs
+            add a ``masks`` output; the task stays ``detection``, so every detector path applies.
     """
 
     family: str = ""
@@ -56,6 +88,10 @@ class FamilySpec:
     lr: float = 2e-3
     fixed_input: bool = False
     darknet: bool = False
+    fully_conv: bool = False
+    summary: str = ""
+    quickstart_images: int = 200
+    instance_masks: bool = False
 
     def decoder(self, model: nn.Module) -> nn.Module:
         """The module turning ``model``'s raw head tensors into the family's decoded form."""
@@ -85,6 +121,12 @@ class FamilySpec:
     def metadata(self, model: nn.Module) -> dict[str, Any]:
         """Family extras for an exported graph's metadata document."""
         return {}
+
+    def fully_convolutional(self, model: nn.Module) -> DenseConversion | None:
+        """``model`` with its fully connected layers turned into convolutions carrying the same
+        weights, and the window geometry; ``None`` for families that cannot be converted (the
+        default; such families set :attr:`fully_conv` False)."""
+        return None
 
     def fit_to_data(self, name: str, overrides: dict[str, Any], train_set: "TrainingSet", *, seed: int,
                     log: Callable[[str], None]) -> dict[str, Any]:

@@ -106,6 +106,8 @@ class UNetSpec(FamilySpec):
     family = "unet"
     task = "segmentation"
     dataset = "clutter"
+    summary = "U-Net semantic segmentation on MNIST clutter"
+    quickstart_images = 100
     lr = 3e-3
 
     def decoder(self, model: nn.Module) -> nn.Module:

@@ -332,6 +332,8 @@ class YoloSpec(FamilySpec):
     family = "yolov3"
     task = "detection"
     dataset = "clutter"
+    summary = "YOLOv3 detector on MNIST clutter"
+    quickstart_images = 200
     lr = 2e-3
     darknet = True
 

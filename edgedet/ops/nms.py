@@ -6,7 +6,8 @@ Two pieces, both plain torch operators (TorchScript-able, no torchvision):
   ``score > score_threshold``, suppress ``IoU > iou_threshold``, ties broken by lower box index),
   so the exported ONNX graph can swap it for that operator and compute the same thing.
 - :func:`gather_detections` turns selected ``(image, class, box)`` triples into fixed-size, padded
-  per-image outputs sorted by score, without a loop over the batch.
+  per-image outputs sorted by score, without a loop over the batch (:func:`detection_rows` says
+  which selection fills each output row, so other per-box data can be gathered the same way).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from torch import Tensor
 
 from edgedet.ops.boxes import box_iou
 
-__all__ = ["nms", "nms_indices", "selection_order", "gather_detections", "limit_candidates"]
+__all__ = ["nms", "nms_indices", "selection_order", "detection_rows", "gather_rows", "gather_detections",
+           "limit_candidates"]
 
 
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
@@ -125,6 +127,55 @@ def selection_order(selected: Tensor, scores: Tensor, stable: bool = True) -> Te
     return torch.argsort(key)
 
 
+def detection_rows(selected: Tensor, batch: int, max_det: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """Which NMS selection fills each of the K output rows of each image.
+
+    Args:
+        selected (Tensor[S, 3] int64): ``(image, class, box)`` triples from NMS, ordered by
+            image, then descending score (see :func:`selection_order`).
+        batch: B, the number of images.
+        max_det: K, detections kept per image.
+
+    Returns:
+        rows (Tensor[B, K, 3] int64): the ``(image, class, box)`` triple of each output row, all
+        zero on padding rows; valid (Tensor[B, K] bool): the row holds a detection; num_dets
+        (Tensor[B] int64).
+
+    Everything is gathered, never index-assigned: traced on an example with exactly one detection,
+    the ONNX exporter turns an index_put's value into a broadcast scalar and the graph fails on any
+    frame with more. Padding rows point one past the end of ``selected`` (index -1 of it with a
+    zero row appended), so no shape of ``selected`` is baked into the graph.
+    """
+    img = selected[:, 0]
+    device = selected.device
+    images = torch.arange(batch, device=device)
+    # Detections per image by comparison and sum (no scatter-add: every backend has these ops).
+    counts = (img.unsqueeze(1) == images.unsqueeze(0)).to(torch.int64).sum(0)  # (B,)
+    starts = torch.cumsum(counts, 0) - counts
+    order = torch.arange(img.shape[0], device=device)
+    rank = order - starts[img]
+    rank = torch.where(rank < max_det, rank, torch.full_like(rank, max_det))  # overflow column, cut below
+    flat = torch.full((batch * (max_det + 1),), -1, dtype=torch.int64, device=device)
+    slots = flat.scatter(0, img * (max_det + 1) + rank, order).view(batch, max_det + 1)[:, :max_det]
+    padded = torch.cat((selected, torch.zeros(1, 3, dtype=selected.dtype, device=device)), 0)
+    num = torch.clamp(counts, max=max_det)
+    valid = torch.arange(max_det, device=device).unsqueeze(0) < num.unsqueeze(1)  # (B, K)
+    return padded[slots], valid, num
+
+
+def gather_rows(rows: Tensor, valid: Tensor, boxes: Tensor, scores: Tensor,
+                box_labels: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+    """Boxes, scores and labels of the rows :func:`detection_rows` chose: ``(boxes[B, K, 4],
+    scores[B, K], labels[B, K])``, zero with label -1 on padding rows."""
+    img, cls, idx = rows[..., 0], rows[..., 1], rows[..., 2]
+    # One plain Gather over the flattened boxes keeps the trailing 4 static in exported graphs
+    # (advanced indexing ``boxes[img, idx]`` leaves ONNX shape inference a free last dim).
+    out_boxes = boxes.reshape(-1, 4)[img * boxes.shape[1] + idx] * valid.unsqueeze(2).to(boxes.dtype)
+    out_scores = scores[img, cls, idx] * valid.to(scores.dtype)
+    labels = cls if box_labels is None else box_labels[img, idx]
+    return out_boxes, out_scores, torch.where(valid, labels, torch.full_like(labels, -1))
+
+
 def gather_detections(selected: Tensor, boxes: Tensor, scores: Tensor, max_det: int,
                       box_labels: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Padded per-image detections from NMS output.
@@ -143,20 +194,6 @@ def gather_detections(selected: Tensor, boxes: Tensor, scores: Tensor, max_det: 
         labels (Tensor[B, K] int64): per image the K best detections by descending score;
         padding rows are zero with label -1.
     """
-    b_size = boxes.shape[0]
-    img, cls, idx = selected[:, 0], selected[:, 1], selected[:, 2]
-    sel_scores = scores[img, cls, idx]  # (S,)
-    # Detections per image by comparison and sum (no scatter-add: every backend has these ops).
-    images = torch.arange(b_size, device=boxes.device)
-    counts = (img.unsqueeze(1) == images.unsqueeze(0)).to(torch.int64).sum(0)  # (B,)
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(img.shape[0], device=boxes.device) - starts[img]
-    keep = rank < max_det
-    img, cls, idx, sel_scores, rank = img[keep], cls[keep], idx[keep], sel_scores[keep], rank[keep]
-    out_boxes = torch.zeros(b_size, max_det, 4, dtype=boxes.dtype, device=boxes.device)
-    out_scores = torch.zeros(b_size, max_det, dtype=scores.dtype, device=boxes.device)
-    out_labels = torch.full((b_size, max_det), -1, dtype=torch.int64, device=boxes.device)
-    out_boxes[img, rank] = boxes[img, idx]
-    out_scores[img, rank] = sel_scores
-    out_labels[img, rank] = cls if box_labels is None else box_labels[img, idx]
-    return torch.clamp(counts, max=max_det), out_boxes, out_scores, out_labels
+    rows, valid, num = detection_rows(selected, boxes.shape[0], max_det)
+    out_boxes, out_scores, out_labels = gather_rows(rows, valid, boxes, scores, box_labels)
+    return num, out_boxes, out_scores, out_labels

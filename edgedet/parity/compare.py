@@ -8,6 +8,9 @@ reference the same way.
 - Detections, per image: the counts are equal and every reference detection is matched to an
   exported one of the same label with IoU >= ``iou`` and ``|Δscore| <= score``.
 - Masks: the fraction of pixels with the same class id.
+- Instance masks (``masks [B, K, H, W]`` of instance segmenters): the IoU of each matched
+  detection's mask with its reference's, pairs matched as the detections are; the smallest must
+  reach ``mask_iou`` (0.99 at fp32). Two empty masks count as IoU 1.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from edgedet.runtime.boxes import box_iou
 from edgedet.runtime.metadata import NmsSpec
 
 __all__ = ["Tolerance", "NMSRule", "CompareResult", "compare_dense", "compare_detections", "compare_masks",
-           "compare_exact", "compare_outputs"]
+           "compare_instance_masks", "compare_exact", "compare_outputs"]
 
 
 @dataclass(frozen=True)
@@ -34,16 +37,36 @@ class Tolerance:
     score: float = 1e-4
     iou_margin: float = 1e-3
     mask_agreement: float = 0.9999
+    mask_iou: float = 0.99
+    # Dense outputs may also differ by this fraction of the output's largest magnitude (0: off).
+    # Reduced-precision arithmetic errs relative to the magnitudes flowing through the network, so a
+    # box coordinate near 0 computed as cx - w / 2 carries the error of cx and w, not of itself.
+    scale_atol: float = 0.0
 
     @classmethod
     def fp16(cls) -> "Tolerance":
         """Half precision: activations carry ~3 significant digits."""
-        return cls(rtol=1e-2, atol=1e-2, iou=0.98, score=1e-2, iou_margin=2e-2, mask_agreement=0.999)
+        return cls(rtol=1e-2, atol=1e-2, iou=0.98, score=1e-2, iou_margin=2e-2, mask_agreement=0.999,
+                   mask_iou=0.95)
+
+    @classmethod
+    def bf16(cls) -> "Tolerance":
+        """bfloat16 arithmetic (OpenVINO's CPU default on AVX-512 bf16 / AMX): an 8-bit mantissa,
+        about 2-3 significant digits, so raw outputs move by up to a few percent; detections are
+        judged one by one, with those near the thresholds ambiguous. Class masks are judged by
+        pixel agreement at 95 %: on a saturated all-white frame the shipped U-Net's near-tied class
+        logits flip on 4.4 % of the pixels in bf16 (measured with OpenVINO 2026.4), while real
+        scenes agree on more than 99.9 %. Instance masks at 80 % IoU: bf16 logits flip pixels at
+        mask edges, and one flipped pixel of an 8-pixel mask (random test models at 64 x 96) is
+        already 87.5 % (measured with OpenVINO's bf16 CPU path)."""
+        return cls(rtol=5e-2, atol=5e-2, iou=0.9, score=5e-2, iou_margin=5e-2, mask_agreement=0.95,
+                   mask_iou=0.8, scale_atol=2e-2)
 
     @classmethod
     def int8(cls) -> "Tolerance":
         """Static int8 quantisation: an approximation of the model, judged by agreement, not bits."""
-        return cls(rtol=0.1, atol=0.05, iou=0.8, score=0.05, iou_margin=0.1, mask_agreement=0.98)
+        return cls(rtol=0.1, atol=0.05, iou=0.8, score=0.05, iou_margin=0.1, mask_agreement=0.98,
+                   mask_iou=0.8)
 
 
 @dataclass
@@ -84,7 +107,8 @@ def compare_dense(name: str, ref: np.ndarray, out: np.ndarray, tol: Tolerance) -
     diff[~np.isfinite(diff)] = 0.0
     rel = diff / np.maximum(np.abs(r), np.finfo(np.float64).tiny)
     needed = float(np.max(diff - tol.rtol * np.abs(r)).clip(min=0.0))
-    return CompareResult(name, bool(needed <= tol.atol), float(diff.max()), float(rel.max()),
+    limit = tol.atol + tol.scale_atol * float(np.abs(r[np.isfinite(r)]).max(initial=0.0))
+    return CompareResult(name, bool(needed <= limit), float(diff.max()), float(rel.max()),
                          float(diff.mean()), needed)
 
 
@@ -133,7 +157,8 @@ def _ambiguity(u: _Det, others: list[_Det], count_at_cap: bool, kth_score: float
 
 
 def compare_detections(ref: Sequence[np.ndarray], out: Sequence[np.ndarray], tol: Tolerance,
-                       name: str = "detections", rule: NMSRule | None = None) -> CompareResult:
+                       name: str = "detections", rule: NMSRule | None = None,
+                       pairs: list[tuple[int, int, int]] | None = None) -> CompareResult:
     """Compare ``(num_dets, boxes, scores, labels)`` of a batch, image by image.
 
     Every reference detection must match an exported one of the same label with IoU >= ``tol.iou``
@@ -142,7 +167,8 @@ def compare_detections(ref: Sequence[np.ndarray], out: Sequence[np.ndarray], tol
     score is within ``tol.score`` of the confidence threshold, it overlaps a same-label detection
     with an IoU within ``tol.iou_margin`` of the NMS threshold, it ties the score of the last kept
     detection when ``max_det`` cut the list, or it overlaps another tolerated detection (NMS kept
-    one or the other). Each tolerated case is listed with its reason.
+    one or the other). Each tolerated case is listed with its reason. ``pairs``, when given,
+    receives ``(image, reference row, exported row)`` of every match.
     """
     ref_num, ref_boxes, ref_scores, ref_labels = (np.asarray(x) for x in ref)
     num, boxes, scores, labels = (np.asarray(x) for x in out)
@@ -170,6 +196,8 @@ def compare_detections(ref: Sequence[np.ndarray], out: Sequence[np.ndarray], tol
                 k = int(np.flatnonzero(ok)[np.argmax(iou[j, ok])])
                 free[k] = False
                 matched += 1
+                if pairs is not None:
+                    pairs.append((i, j, k))
                 worst_iou = min(worst_iou, float(iou[j, k]))
                 worst_score = max(worst_score, abs(float(os_[k]) - d.score))
             else:
@@ -221,6 +249,28 @@ def compare_masks(ref: np.ndarray, out: np.ndarray, tol: Tolerance, name: str = 
                          detail=f"{agreement * 100:.4f}% pixels agree ({differ} differ)")
 
 
+def compare_instance_masks(ref: np.ndarray, out: np.ndarray, pairs: Sequence[tuple[int, int, int]],
+                           tol: Tolerance, name: str = "masks") -> CompareResult:
+    """Per-instance IoU of ``masks[B, K, H, W]`` over matched detections ``(image, ref row, out row)``."""
+    ref, out = np.asarray(ref), np.asarray(out)
+    if ref.shape[0] != out.shape[0] or ref.shape[2:] != out.shape[2:]:
+        return CompareResult(name, False, detail=f"shape {out.shape} != reference {ref.shape}")
+    problems = []
+    worst, total = 1.0, 0.0
+    for i, j, k in pairs:
+        a, b = ref[i, j] != 0, out[i, k] != 0
+        union = int((a | b).sum())
+        iou = 1.0 if union == 0 else int((a & b).sum()) / union
+        total += iou
+        worst = min(worst, iou)
+        if iou < tol.mask_iou:
+            problems.append(f"image {i}: mask of reference detection {j} has IoU {iou:.4f} with exported "
+                            f"detection {k}'s")
+    detail = f"{len(pairs)} instance masks, min IoU {worst:.4f}" + \
+        (f", mean {total / len(pairs):.4f}" if pairs else "") + f" (need >= {tol.mask_iou:g})"
+    return CompareResult(name, not problems, detail=detail, problems=problems)
+
+
 def compare_exact(name: str, ref: np.ndarray, out: np.ndarray) -> CompareResult:
     """Integer outputs (class ids) must agree exactly."""
     ref, out = np.asarray(ref), np.asarray(out)
@@ -240,10 +290,13 @@ def compare_outputs(names: Sequence[str], ref: Sequence[np.ndarray], out: Sequen
     results = []
     if "num_dets" in by_name:
         keys = ("num_dets", "boxes", "scores", "labels")
+        pairs: list[tuple[int, int, int]] = []
         results.append(compare_detections([by_name[k][0] for k in keys], [by_name[k][1] for k in keys], tol,
-                                          rule=rule))
+                                          rule=rule, pairs=pairs))
+        if "masks" in by_name:
+            results.append(compare_instance_masks(*by_name["masks"], pairs, tol))
     for name, (r, o) in by_name.items():
-        if name in ("num_dets", "boxes", "scores", "labels"):
+        if name in ("num_dets", "boxes", "scores", "labels") or (name == "masks" and "num_dets" in by_name):
             continue
         if name == "mask":
             results.append(compare_masks(r, o, tol, name))

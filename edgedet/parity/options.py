@@ -20,11 +20,14 @@ class ParityOptions:
     atol: float | None = None  # overrides of the tolerance's dense limits (``--atol``, ``--rtol``)
     rtol: float | None = None
     atol_out: dict[str, float] = field(default_factory=dict)
+    # Also run OpenVINO in bf16 (judged with bf16 tolerances). Off by default: parity checks the
+    # export, and reduced-precision arithmetic is a choice of runtime, not a property of the graph.
+    bf16: bool = False
 
     def tolerance_for(self, precision: str) -> Tolerance:
         """The tolerance a graph of ``precision`` is judged with: given, else the precision's
         defaults, with ``atol`` / ``rtol`` applied on top."""
-        defaults = {"fp16": Tolerance.fp16, "int8": Tolerance.int8}.get(precision, Tolerance)
+        defaults = {"fp16": Tolerance.fp16, "bf16": Tolerance.bf16, "int8": Tolerance.int8}.get(precision, Tolerance)
         tol = self.tolerance or defaults()
         return replace(tol, atol=tol.atol if self.atol is None else self.atol,
                        rtol=tol.rtol if self.rtol is None else self.rtol)

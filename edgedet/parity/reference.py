@@ -29,7 +29,8 @@ def load_reference_model(meta: GraphMetadata, weights: str | None, graph: Path) 
     """
     name = meta.model
     config = dict(meta.config)
-    config["input_size"] = meta.input.size
+    if "fully_conv" not in meta.doc:  # a fully-conv graph's input is a frame; the model keeps its window
+        config["input_size"] = meta.input.size
     if weights is None:
         source = meta.source
         recorded = source.file
@@ -45,7 +46,7 @@ def load_reference_model(meta: GraphMetadata, weights: str | None, graph: Path) 
     else:
         how = f"{weights} (--weights)"
     source = resolve_weights(name, weights)
-    return build_model(name, source, input_size=config.pop("input_size"), config=config), how
+    return build_model(name, source, input_size=tuple(config.pop("input_size")), config=config), how
 
 
 def reference_module(model: nn.Module, meta: GraphMetadata) -> nn.Module:
@@ -55,7 +56,7 @@ def reference_module(model: nn.Module, meta: GraphMetadata) -> nn.Module:
     module, names = build_deploy_module(
         model, input_format="uint8" if meta.input.dtype == "uint8" else "float",
         half=meta.precision == "fp16", nms=nms if "num_dets" in outputs else None,
-        probs="probs" in outputs)
+        probs="probs" in outputs, fully_conv="fully_conv" in meta.doc)
     if list(names) != list(outputs):
         raise ParityError(f"the reference gives outputs {list(names)} but the graph declares {outputs}")
     return module

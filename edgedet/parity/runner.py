@@ -35,9 +35,22 @@ __all__ = ["ParityOptions", "BackendReport", "FileReport", "BACKENDS", "run_pari
 # (label, runtime backend, providers) per graph format, in the order they are tried.
 BACKENDS = {
     "onnx": [("onnxruntime-cpu", "onnxruntime", ["cpu"]), ("onnxruntime-cuda", "onnxruntime", ["cuda"]),
-             ("onnxruntime-tensorrt", "onnxruntime", ["tensorrt"]), ("opencv", "opencv", ["cpu"])],
+             ("onnxruntime-tensorrt", "onnxruntime", ["tensorrt"]), ("openvino-cpu", "openvino", ["cpu"]),
+             ("openvino-cpu-bf16", "openvino-bf16", ["cpu"]), ("opencv", "opencv", ["cpu"])],
     "torchscript": [("torchscript-cpu", "torchscript", ["cpu"]), ("torchscript-cuda", "torchscript", ["cuda"])],
 }
+
+# Backends that compute in less than the graph's precision, and the precision they compute in:
+# they are judged with that precision's tolerance when it is the looser one.
+_COMPUTES_IN = {"openvino-bf16": "bf16"}
+_LOOSENESS = ("fp32", "fp16", "bf16", "int8")
+
+
+def _judged_as(graph_precision: str, backend: str) -> str:
+    """The precision whose tolerance judges ``backend`` running a graph of ``graph_precision``."""
+    computes = _COMPUTES_IN.get(backend, graph_precision)
+    rank = {p: i for i, p in enumerate(_LOOSENESS)}
+    return max(graph_precision, computes, key=lambda p: rank.get(p, 0))
 
 
 _ORT_PROVIDER = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
@@ -61,6 +74,7 @@ class BackendReport:
     reason: str = ""
     inputs: list[InputReport] = field(default_factory=list)
     reference_device: str = "cpu"  # where the eager reference ran for this backend
+    tolerance: str = ""  # set when judged with a looser precision's tolerance than the graph's (bf16)
 
 
 @dataclass
@@ -138,6 +152,8 @@ def check_file(path: str | Path, options: ParityOptions = ParityOptions(),
     report = FileReport(str(path), meta.model, precision, how, asdict(tol))
     wanted = {p.lower() for p in options.providers} if options.providers else None
     for label, backend, providers in BACKENDS[fmt]:
+        if backend in _COMPUTES_IN and not options.bf16:
+            continue  # reduced precision only when asked for (--bf16)
         if wanted is not None and backend == "onnxruntime" and providers[0] not in wanted:
             report.backends.append(BackendReport(label, "skipped", reason="not in --providers"))
             continue
@@ -165,7 +181,10 @@ def check_file(path: str | Path, options: ParityOptions = ParityOptions(),
         if device not in refs_on:
             refs_on[device] = [_reference_outputs(reference, _as_graph_input(c.images, meta), device) for c in cases]
         refs = refs_on[device]
-        entry = BackendReport(label, "pass", providers=assigned, reference_device=device)
+        judged_as = _judged_as(precision, backend)
+        backend_tol = tol if judged_as == precision else options.tolerance_for(judged_as)
+        entry = BackendReport(label, "pass", providers=assigned, reference_device=device,
+                              tolerance=judged_as if judged_as != precision else "")
         start = time.perf_counter()
         for case, ref in zip(cases, refs):
             try:
@@ -174,7 +193,7 @@ def check_file(path: str | Path, options: ParityOptions = ParityOptions(),
                 first = _first_line(e)
                 entry.inputs.append(InputReport(case.name, len(case.images), False, error=first[:300]))
                 continue
-            results = compare_outputs(names, ref, out, tol, rule, options.atol_out)
+            results = compare_outputs(names, ref, out, backend_tol, rule, options.atol_out)
             entry.inputs.append(InputReport(case.name, len(case.images), all(r.passed for r in results), results))
         entry.status = "pass" if all(i.passed for i in entry.inputs) else "fail"
         say(f"  {label}: {entry.status.upper()} ({len(entry.inputs)} inputs, {time.perf_counter() - start:.1f} s)")
@@ -199,7 +218,8 @@ def format_report(report: FileReport, verbose: bool = False) -> str:
             lines.append(f"  {b.backend:<22} {b.status.upper():<8} {b.reason}")
             continue
         lines.append(f"  {b.backend:<22} {b.status.upper():<8} providers {', '.join(b.providers) or '-'}"
-                     f"; reference on {b.reference_device}")
+                     f"; reference on {b.reference_device}"
+                     + (f"; judged with {b.tolerance} tolerances" if b.tolerance else ""))
         for i in b.inputs:
             verdict = "PASS" if i.passed else "FAIL"
             lines.append(f"    {i.input:<24} batch {i.batch:<3} {verdict}" + (f"  error: {i.error}" if i.error else ""))

@@ -24,6 +24,7 @@ import numpy as np
 
 from edgedet.runtime.backends import Backend, create_backend
 from edgedet.runtime.letterbox import Letterbox, letterbox
+from edgedet.runtime.masks import check_masks_output
 from edgedet.runtime.metadata import GraphFileError, GraphMetadata, read_metadata
 from edgedet.runtime.results import Result, check_outputs, decode_outputs
 from edgedet.runtime.sources import CaptureGroup, Frame, Source, SourceError, open_sources, read_image
@@ -49,6 +50,9 @@ class ExportedModel:
             check_outputs(backend.output_names)
         except ValueError as e:
             raise GraphFileError(f"{backend.path}: {e}") from None
+        if self.metadata.masks is not None and "masks" not in backend.output_names:
+            raise GraphFileError(f"{backend.path}: the metadata describes instance masks but the graph has no "
+                                 f"masks output (outputs: {', '.join(backend.output_names)})")
         self.conf = conf
         self.task: str = self.metadata.task
         self.class_names: tuple[str, ...] = self.metadata.class_names
@@ -87,6 +91,13 @@ class ExportedModel:
 
     def postprocess(self, outputs: Sequence[np.ndarray], letterboxes: Sequence[Letterbox]) -> list[Result]:
         named = dict(zip(self.backend.output_names, outputs))
+        if "masks" in named:
+            spec = self.metadata.masks
+            try:
+                check_masks_output(named["masks"], named["boxes"], self.input_size,
+                                   None if spec is None or spec.at_input else spec.resolution)
+            except ValueError as e:
+                raise GraphFileError(f"{self.backend.path}: {e}") from None
         return [decode_outputs(named, i, lb, self.metadata, self.conf) for i, lb in enumerate(letterboxes)]
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Result]:

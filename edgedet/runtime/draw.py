@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 __all__ = ["palette", "draw_detections", "overlay_mask", "mask_legend", "draw_legend", "draw_label", "label_style",
-           "draw_status"]
+           "draw_status", "detection_colors", "draw_instance_masks", "instance_legend"]
 
 Color = tuple[int, int, int]
 
@@ -128,8 +128,6 @@ def draw_detections(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
         raise ValueError(f"{len(boxes)} boxes but {len(labels)} labels")
     if scores is not None:
         scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    n_classes = max(len(class_names) if class_names else 0, int(labels.max(initial=-1)) + 1)
-    colors = list(colors) if colors is not None else palette(max(n_classes, 1))
     scale, text_thickness, box_thickness = label_style(image.shape)
     thickness = box_thickness if thickness is None else thickness
     scale = scale if font_scale is None else font_scale
@@ -139,14 +137,10 @@ def draw_detections(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
     corners = np.round(boxes).astype(np.int64).tolist()
     label_ids = labels.tolist()
     visible = [i for i in range(len(boxes)) if label_ids[i] >= 0]
-    box_colors = [colors[label % len(colors)] if label >= 0 else None for label in label_ids]
+    box_colors = detection_colors(labels, class_names, track_ids, colors)
     ids: list[int] = [-1] * len(boxes)
     if track_ids is not None:
         ids = np.asarray(track_ids, dtype=np.int64).reshape(-1).tolist()
-        if len(ids) != len(boxes):
-            raise ValueError(f"{len(boxes)} boxes but {len(ids)} track ids")
-        # Track id t is drawn in palette colour t (palette(t + 1)[t]): an object keeps its colour.
-        box_colors = [_color(t) if t >= 0 else c for t, c in zip(ids, box_colors)]
         # Followed objects last, so an unfollowed second box of one never hides its #id tag.
         visible.sort(key=lambda i: ids[i] >= 0)
     for i in visible:
@@ -162,6 +156,75 @@ def draw_detections(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
             text = f"#{ids[i]} {text}"
         draw_label(image, text, corners[i][0], corners[i][1], box_colors[i], scale, text_thickness)
     return image
+
+
+def detection_colors(labels: np.ndarray, class_names: Sequence[str] | None = None,
+                     track_ids: np.ndarray | None = None,
+                     colors: Sequence[Color] | None = None) -> list[Color | None]:
+    """The colour of each detection: its class's (``colors``, by default :func:`palette`), or with
+    ``track_ids`` its track's (palette colour ``t`` for track id ``t >= 0``, so an object keeps its
+    colour); ``None`` for padding rows (negative label)."""
+    label_ids = np.asarray(labels).reshape(-1).astype(np.int64).tolist()
+    n_classes = max(len(class_names) if class_names else 0, max(label_ids, default=-1) + 1)
+    colors = list(colors) if colors is not None else palette(max(n_classes, 1))
+    out: list[Color | None] = [colors[label % len(colors)] if label >= 0 else None for label in label_ids]
+    if track_ids is not None:
+        ids = np.asarray(track_ids, dtype=np.int64).reshape(-1).tolist()
+        if len(ids) != len(label_ids):
+            raise ValueError(f"{len(label_ids)} boxes but {len(ids)} track ids")
+        # Track id t is drawn in palette colour t (palette(t + 1)[t]): an object keeps its colour.
+        out = [_color(t) if t >= 0 else c for t, c in zip(ids, out)]
+    return out
+
+
+def draw_instance_masks(image: np.ndarray, masks, labels: np.ndarray,
+                        class_names: Sequence[str] | None = None, track_ids: np.ndarray | None = None,
+                        alpha: float = 0.45, legend: bool = True) -> np.ndarray:
+    """Fill each instance mask translucently and outline it; returns the drawn image.
+
+    ``masks`` is an :class:`~edgedet.runtime.masks.InstanceMasks` of the frame (one per row of
+    ``labels``). Each instance is drawn in its box's colour (:func:`detection_colors`: the class's,
+    or the track's when tracked), so a mask and its box match. Only each box's region is touched.
+    With ``legend`` the top-right corner lists the classes present as ``name xN`` in the class
+    colours (with tracking the fills are per track and the legend still keys the classes).
+    ``image`` follows :func:`draw_detections`' in-place rule.
+    """
+    image = _as_bgr(image)
+    if image.shape[:2] != tuple(masks.size):
+        raise ValueError(f"masks of a {masks.size} frame cannot be drawn on an image of {image.shape[:2]}")
+    labels = np.asarray(labels).reshape(-1).astype(np.int64)
+    if len(labels) != len(masks):
+        raise ValueError(f"{len(masks)} masks but {len(labels)} labels")
+    colors = detection_colors(labels, class_names, track_ids)
+    thickness = max(1, label_style(image.shape)[2])
+    for i, (crop, (x0, y0)) in enumerate(zip(masks.crops, masks.origins.tolist())):
+        if colors[i] is None or not crop.any():
+            continue
+        region = image[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]]
+        # Blend the whole box region with OpenCV, then copy back only the mask's pixels (OpenCV's
+        # masked copy into the region): many times faster than numpy arithmetic on masked pixels.
+        tint = tuple(alpha * c for c in colors[i]) + (0.0,)
+        tinted = cv2.add(cv2.convertScaleAbs(region, alpha=1.0 - alpha), tint)
+        copied = cv2.copyTo(tinted, crop.view(np.uint8), region)
+        if copied is not region:  # OpenCV made a new array after all
+            region[...] = copied
+        contours, _ = cv2.findContours(crop.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
+                                       offset=(x0, y0))
+        cv2.drawContours(image, contours, -1, colors[i], thickness, cv2.LINE_AA)
+    if legend:
+        draw_legend(image, instance_legend(labels, class_names))
+    return image
+
+
+def instance_legend(labels: np.ndarray, class_names: Sequence[str] | None = None) -> list[tuple[str, Color]]:
+    """The legend of :func:`draw_instance_masks`: ``("name xN", class colour)`` per class present."""
+    present = [int(v) for v in np.asarray(labels).reshape(-1).tolist() if v >= 0]
+    class_colors = detection_colors(np.arange(max(present, default=-1) + 1), class_names)
+    entries = []
+    for label in sorted(set(present)):
+        name = class_names[label] if class_names and label < len(class_names) else str(label)
+        entries.append((f"{name} x{present.count(label)}", class_colors[label]))
+    return entries  # type: ignore[return-value]
 
 
 def overlay_mask(image: np.ndarray, semantic: np.ndarray, alpha: float = 0.45,

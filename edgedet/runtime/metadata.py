@@ -24,7 +24,7 @@ from edgedet import __version__
 from edgedet.errors import EdgedetError
 
 __all__ = ["METADATA_KEY", "TORCHSCRIPT_EXTRA_FILE", "SCHEMA_VERSION", "GraphFileError", "GraphMetadata",
-           "InputSpec", "LetterboxSpec", "NmsSpec", "SegmentationSpec", "SourceSpec", "graph_format",
+           "InputSpec", "LetterboxSpec", "MasksSpec", "NmsSpec", "SegmentationSpec", "SourceSpec", "graph_format",
            "read_metadata"]
 
 METADATA_KEY = "edgedet"
@@ -85,6 +85,35 @@ class SegmentationSpec:
 
 
 @dataclass(frozen=True)
+class MasksSpec:
+    """Instance segmenters: how the graph's ``masks`` output (uint8 0/1 ``[B, K, H, W]``, row k the
+    mask of detection k, all 0 on padding rows) was made.
+
+    Attributes:
+        output: the output's name (``masks``).
+        resolution: ``"input"`` (masks at the network input's H x W, like the boxes) or
+            ``(h, w)`` of a lower resolution, to be upsampled by ``upsample``.
+        upsample: the upsampling rule inside the graph (or for the consumer, with ``(h, w)``).
+        crop: which pixels of a detection's box the mask may cover.
+        threshold: the mask probability above which a pixel is set (already applied).
+        prototypes, proto_stride: the prototype count and input pixels per prototype pixel.
+    """
+
+    output: str
+    resolution: str | tuple[int, int]
+    upsample: str
+    crop: str
+    threshold: float
+    prototypes: int
+    proto_stride: int
+
+    @property
+    def at_input(self) -> bool:
+        """Masks come at the network input's size, aligned with the boxes."""
+        return self.resolution == "input"
+
+
+@dataclass(frozen=True)
 class SourceSpec:
     """Where the exported weights came from: ``random-init``, ``checkpoint`` or ``darknet``."""
 
@@ -114,6 +143,8 @@ class GraphMetadata:
         precision: ``fp32``, ``fp16`` or ``int8``.
         nms: detectors exported with NMS: its settings; otherwise ``None``.
         segmentation: segmenters only.
+        masks: present exactly when the graph has a ``masks`` output (instance segmenters
+            exported with NMS), else None.
         config: the model configuration (rebuilds the PyTorch reference).
         source: where the weights came from.
         doc: the raw document, for reports and family extras (``strides``, ``anchors``, ``grid``).
@@ -135,6 +166,7 @@ class GraphMetadata:
     config: dict[str, Any] = field(compare=False)
     source: SourceSpec
     doc: dict[str, Any] = field(repr=False, compare=False)
+    masks: MasksSpec | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,6 +269,23 @@ def _segmentation(d: _Document) -> SegmentationSpec | None:
                             class_names=tuple(d.get("segmentation.class_names", "names")))
 
 
+def _masks(d: _Document) -> MasksSpec | None:
+    masks = d.get("masks", "object", default=None, nullable=True)
+    if masks is None:
+        return None
+    if isinstance(masks.get("resolution"), str):
+        resolution: str | tuple[int, int] = d.get("masks.resolution", "str")
+    else:
+        size = d.get("masks.resolution", "pixel")
+        if not isinstance(size, list) or len(size) != 2:
+            raise d.error("masks.resolution must be \"input\" or [h, w]")
+        resolution = (int(size[0]), int(size[1]))
+    return MasksSpec(output=d.get("masks.output", "str", default="masks"), resolution=resolution,
+                     upsample=d.get("masks.upsample", "str"), crop=d.get("masks.crop", "str", default=""),
+                     threshold=d.get("masks.threshold", "number"), prototypes=d.get("masks.prototypes", "int"),
+                     proto_stride=d.get("masks.proto_stride", "int"))
+
+
 def _source(d: _Document) -> SourceSpec:
     optional = {key: d.get(f"source.{key}", "str", default=None, nullable=True)
                 for key in ("checkpoint", "weights", "sha256")}
@@ -259,7 +308,7 @@ def _typed(doc: Any, path: Path) -> GraphMetadata:
         class_names=tuple(d.get("class_names", "names")), num_classes=d.get("num_classes", "int"),
         input=_input(d), letterbox=_letterbox(d), outputs=tuple(d.get("outputs", "names")),
         precision=d.get("precision", "str"), nms=_nms(d), segmentation=_segmentation(d),
-        config=d.get("config", "object"), source=_source(d), doc=doc)
+        config=d.get("config", "object"), source=_source(d), doc=doc, masks=_masks(d))
 
 
 def _parse(text: str | bytes, path: Path) -> GraphMetadata:

@@ -4,6 +4,8 @@ Three kinds of thread overlap the work: one capture thread per source reads, dec
 letterboxes frames into a bounded queue, the calling thread runs inference, and one writer thread
 draws, encodes and writes. The writer's queue is bounded too, so a slow disk slows inference
 rather than filling memory (and, for live sources, makes the capture side drop old frames).
+With ``--serve`` the writer also hands each frame to the live view (:mod:`edgedet.runtime.serve`),
+which draws and encodes only for a connected client, on that client's thread.
 
 SIGINT / SIGTERM stop the reading; frames already read are finished, the video container and the
 JSON lines are finalised and the summary is printed. A second Ctrl-C aborts at once.
@@ -12,6 +14,7 @@ JSON lines are finalised and the summary is printed. A second Ctrl-C aborts at o
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import queue
 import signal
 import sys
@@ -28,6 +31,7 @@ from edgedet.runtime.draw import draw_status
 from edgedet.runtime.files import check_writable_file
 from edgedet.runtime.metadata import read_metadata
 from edgedet.runtime.results import Result
+from edgedet.runtime.serve import LiveView, wait_until_interrupted
 from edgedet.runtime.sources import IMAGE_SUFFIXES, CaptureGroup, Source, SourceError, open_sources, quiet_video_logs
 from edgedet.runtime.timing import StageTimes
 from edgedet.runtime.tracking import SourceTrackers, assignment_solver, check_trackable, tracker_config
@@ -56,6 +60,8 @@ class RunOptions:
     reconnect_attempts: int = 5
     track: bool = False
     track_conf: float | None = None  # None: TrackerConfig's high_score
+    serve: tuple[str, int] | None = None  # (host, port) of the live view
+    serve_linger: bool = False  # keep serving after the source ends, until Ctrl-C
 
 
 @dataclass
@@ -81,6 +87,7 @@ class RunSummary:
     raw: bool = False
     problems: list[str] = field(default_factory=list)
     tracks: int | None = None  # with --track: track ids given, over all sources
+    instances: dict[str, int] | None = None  # instance-mask graphs: masks per class name, over all frames
 
     @property
     def fps(self) -> float:
@@ -101,6 +108,9 @@ class RunSummary:
             kind = "unsuppressed candidates (graph without NMS)" if self.raw else "detections"
             out.append(f"results   {self.detections} {kind}"
                        + ("" if self.tracks is None else f", {_plural(self.tracks, 'track')}"))
+        if self.instances is not None:
+            out.append("masks     " + (", ".join(f"{name} {n}" for name, n in sorted(self.instances.items()))
+                                       or "none") + "  (instances per class)")
         out.append(f"speed     {self.fps:.1f} FPS ({_plural(self.processed, 'frame')} in {self.seconds:.2f} s)"
                    + (f"; stopped by {self.stopped_by}" if self.stopped_by else ""))
         if self.stages:
@@ -110,6 +120,14 @@ class RunSummary:
         for path in self.outputs:
             out.append(f"wrote     {path}")
         return out
+
+
+def _count_instances(summary: RunSummary, result: Result) -> None:
+    # A new dict each frame: the live view may be serialising the previous one on another thread.
+    counts = dict(summary.instances or {})
+    for name in result.names:
+        counts[name] = counts.get(name, 0) + 1
+    summary.instances = counts
 
 
 def _plural(n: int, word: str) -> str:
@@ -230,9 +248,11 @@ class _Outputs:
 class _Writer(threading.Thread):
     """Draws and writes results in order, off the inference thread."""
 
-    def __init__(self, outputs: _Outputs, times: StageTimes, progress, stop: threading.Event, maxsize: int) -> None:
+    def __init__(self, outputs: _Outputs, times: StageTimes, progress, stop: threading.Event, maxsize: int,
+                 live: LiveView | None = None) -> None:
         super().__init__(name="writer", daemon=True)
         self.outputs = outputs
+        self.live = live  # given each frame as it is written (it draws and encodes only for a client)
         self.times = times
         self.progress = progress
         self.stop = stop
@@ -266,6 +286,8 @@ class _Writer(threading.Thread):
                 draw_status(image, f"{fps:.1f} FPS")
         t1 = time.perf_counter()
         self.outputs.write(result, image)
+        if self.live is not None and image is not None:
+            self.live.publish(result, image, drawn=self.outputs.draws, fps=fps)
         t2 = time.perf_counter()
         self.times.add("draw", (t1 - t0) * 1e3)
         self.times.add("write", (t2 - t1) * 1e3)
@@ -326,9 +348,23 @@ def _progress_bar(sources: Sequence[Source], max_frames: int | None, enabled: bo
     return tqdm(total=total, unit="frame", disable=None, file=sys.stderr, dynamic_ncols=True, leave=False)
 
 
+def _tally(summary: RunSummary, sources: Sequence[Source], group: CaptureGroup, times: StageTimes,
+           trackers: SourceTrackers | None) -> None:
+    """Fill in what the sources, the capture group, the stage timer and the trackers counted."""
+    summary.frames_read = sum(s.frames_read for s in sources)
+    summary.corrupt = sum(s.corrupt for s in sources)
+    summary.reconnects = sum(s.reconnects for s in sources)
+    summary.dropped = group.dropped
+    summary.stages = times.percentiles()
+    summary.problems = list(group.errors)
+    if trackers is not None:
+        summary.tracks = trackers.ids_issued
+
+
 def run_pipeline(model: ExportedModel, sources: Sequence[Source], options: RunOptions,
-                 say_err: Say = lambda m: print(m, file=sys.stderr)) -> RunSummary:
-    """Run opened ``sources`` through ``model`` into the outputs of ``options``; returns the summary."""
+                 say_err: Say = lambda m: print(m, file=sys.stderr), live: LiveView | None = None) -> RunSummary:
+    """Run opened ``sources`` through ``model`` into the outputs of ``options`` (and ``live``, the
+    live view, when given); returns the summary."""
     batch = max(1, options.batch)
     summary = RunSummary(model=str(model.backend.path.name), task=model.task, backend=model.backend.name,
                          providers=list(model.backend.providers), batch=batch,
@@ -344,15 +380,26 @@ def run_pipeline(model: ExportedModel, sources: Sequence[Source], options: RunOp
             source.close()
         raise
     progress = _progress_bar(sources, options.max_frames, options.progress)
-    writer = _Writer(outputs, times, progress, stop, maxsize=2 * batch + 2)
+    writer = _Writer(outputs, times, progress, stop, maxsize=2 * batch + 2, live=live)
     writer.start()
     start = writer.started = time.perf_counter()
+    if live is not None:
+        def so_far() -> dict[str, Any]:  # on a client's thread: a copy, while this thread counts on
+            containers = {k: type(v)(v) for k, v in vars(summary).items() if isinstance(v, (dict, list))}
+            now = dataclasses.replace(summary, seconds=time.perf_counter() - start, **containers)
+            _tally(now, sources, group, times, trackers)
+            return now.to_dict()
+
+        live.summary = so_far
+        say_err(f"live view at {live.url}")  # once every route has its full answer
     failure: BaseException | None = None
     try:
         with _stop_on_signals(stop, say_err) as stopped:
             for result in model.process(group, batch=batch, max_frames=options.max_frames, times=times, stop=stop):
                 summary.processed += 1
                 summary.detections += len(result)
+                if result.masks is not None:
+                    _count_instances(summary, result)
                 if trackers is not None:  # on this thread, so each source's frames come in order
                     t0 = time.perf_counter()
                     trackers(result)
@@ -369,14 +416,7 @@ def run_pipeline(model: ExportedModel, sources: Sequence[Source], options: RunOp
         if progress is not None:
             progress.close()
         summary.outputs = outputs.close(failure or writer.error)
-        summary.frames_read = sum(s.frames_read for s in sources)
-        summary.corrupt = sum(s.corrupt for s in sources)
-        summary.reconnects = sum(s.reconnects for s in sources)
-        summary.dropped = group.dropped
-        summary.stages = times.percentiles()
-        summary.problems = list(group.errors)
-        if trackers is not None:
-            summary.tracks = trackers.ids_issued
+        _tally(summary, sources, group, times, trackers)
     error = writer.error or outputs.error
     if error is not None:
         explained = outputs.explain(error)
@@ -385,6 +425,8 @@ def run_pipeline(model: ExportedModel, sources: Sequence[Source], options: RunOp
         raise explained from None
     if outputs.quit and summary.stopped_by is None:
         summary.stopped_by = "the window"
+    if live is not None:
+        live.finish(summary.to_dict())
     return summary
 
 
@@ -435,33 +477,41 @@ def run(model_path: str | Path, source: str, options: RunOptions, *, backend: st
     if options.show:
         check_display()
     _check_outputs(options)
-    sources = open_sources(source, vid_stride=options.vid_stride, open_timeout=options.open_timeout,
-                           reconnect_attempts=options.reconnect_attempts,
-                           warn=lambda message: say_err(f"warning: {message}"))
+    live = LiveView(*options.serve) if options.serve is not None else None  # a port in use fails here
     try:
-        with _warnings_as_lines(say_err):
-            model = load_model(model_path, backend=backend, providers=providers, conf=options.conf,
-                               threads=threads, batch=options.batch)
-    except BaseException:
-        for s in sources:
-            s.close()
-        raise
-    nms_conf = model.nms_conf
-    if options.conf is not None and nms_conf is not None and options.conf < nms_conf:
-        say_err(f"warning: the graph's NMS keeps scores >= {nms_conf:g}; --conf {options.conf:g} cannot "
-                f"bring back lower ones (re-export with --conf)")
-    if model.raw:
-        say_err("note: this graph has no NMS (--no-nms): boxes are unsuppressed candidates above "
-                f"{0.25 if options.conf is None else options.conf:g}, overlapping ones included")
-    try:
-        summary = run_pipeline(model, sources, options, say_err)
+        sources = open_sources(source, vid_stride=options.vid_stride, open_timeout=options.open_timeout,
+                               reconnect_attempts=options.reconnect_attempts,
+                               warn=lambda message: say_err(f"warning: {message}"))
+        try:
+            with _warnings_as_lines(say_err):
+                model = load_model(model_path, backend=backend, providers=providers, conf=options.conf,
+                                   threads=threads, batch=options.batch)
+        except BaseException:
+            for s in sources:
+                s.close()
+            raise
+        nms_conf = model.nms_conf
+        if options.conf is not None and nms_conf is not None and options.conf < nms_conf:
+            say_err(f"warning: the graph's NMS keeps scores >= {nms_conf:g}; --conf {options.conf:g} cannot "
+                    f"bring back lower ones (re-export with --conf)")
+        if model.raw:
+            say_err("note: this graph has no NMS (--no-nms): boxes are unsuppressed candidates above "
+                    f"{0.25 if options.conf is None else options.conf:g}, overlapping ones included")
+        try:
+            summary = run_pipeline(model, sources, options, say_err, live=live)
+        finally:
+            model.close()
+        for problem in summary.problems:
+            say_err(f"warning: {problem}")
+        if summary.processed == 0 and summary.stopped_by is None:
+            raise SourceError(f"{source}: no frames could be read"
+                              + (f" ({summary.corrupt} corrupt)" if summary.corrupt else ""))
+        for line in summary.lines():
+            say(line)
+        if live is not None and options.serve_linger and summary.stopped_by is None:
+            say_err(f"the run ended; still serving its last frame and summary at {live.url} until Ctrl-C")
+            wait_until_interrupted()
+        return summary
     finally:
-        model.close()
-    for problem in summary.problems:
-        say_err(f"warning: {problem}")
-    if summary.processed == 0 and summary.stopped_by is None:
-        raise SourceError(f"{source}: no frames could be read"
-                          + (f" ({summary.corrupt} corrupt)" if summary.corrupt else ""))
-    for line in summary.lines():
-        say(line)
-    return summary
+        if live is not None:
+            live.close()

@@ -1,7 +1,8 @@
 """What running a graph on one frame gives: typed results in source pixels, and their JSON form.
 
 The graph's outputs are read as they are: detections come out of the graph's NMS (the runtime
-never suppresses boxes itself), localizer outputs give at most one box, segmentation gives a class
+never suppresses boxes itself), instance segmenters add each detection's mask
+(:mod:`edgedet.runtime.masks`), localizer outputs give at most one box, segmentation gives a class
 map. Graphs exported with ``--no-nms`` give unsuppressed candidates: they are thresholded by
 objectness x class probability and marked ``raw``.
 """
@@ -14,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgedet.runtime.letterbox import Letterbox
+from edgedet.runtime.masks import InstanceMasks, masks_to_source
 from edgedet.runtime.metadata import GraphMetadata
 
 __all__ = ["Result", "decode_outputs", "check_outputs", "rle_encode", "rle_decode", "RAW_CANDIDATE_CAP"]
@@ -39,6 +41,8 @@ class Result:
         source, source_id, frame_index, timestamp: where the frame came from (set by streams).
         image: the source frame itself (streams set it so the result can be drawn).
         track_ids: with tracking, int64 ``[N]`` each detection's track id (``-1``: not tracked).
+        masks: instance segmenters: each detection's mask (row i belongs to detection i); in
+            the JSON record each detection gains ``mask``, COCO RLE in source-frame pixels.
     """
 
     boxes: np.ndarray
@@ -55,6 +59,7 @@ class Result:
     timestamp: float | None = None
     image: np.ndarray | None = field(default=None, repr=False)
     track_ids: np.ndarray | None = None
+    masks: InstanceMasks | None = None
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -79,7 +84,8 @@ class Result:
 
     def plot(self, image: np.ndarray | None = None, copy: bool = True) -> np.ndarray:
         """Draw the result on ``image`` (default: the frame it came from); returns the drawing."""
-        from edgedet.runtime.draw import draw_detections, draw_legend, mask_legend, overlay_mask
+        from edgedet.runtime.draw import (draw_detections, draw_instance_masks, draw_legend, instance_legend,
+                                          mask_legend, overlay_mask)
 
         image = self.image if image is None else image
         if image is None:
@@ -88,9 +94,14 @@ class Result:
         if self.mask is not None:
             image = overlay_mask(image, self.mask)
             draw_legend(image, mask_legend(self.mask, self.class_names))
+        if self.masks is not None and len(self.masks):
+            image = draw_instance_masks(image, self.masks, self.labels, self.class_names, self.track_ids,
+                                        legend=False)
         if len(self.boxes):
             image = draw_detections(image, self.boxes, self.labels, self.scores, self.class_names,
                                     track_ids=self.track_ids)
+        if self.masks is not None and len(self.masks):  # last, so no box tag covers the key
+            draw_legend(image, instance_legend(self.labels, self.class_names))
         return image
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,6 +123,9 @@ class Result:
             if self.track_ids is not None:  # null: a detection no track follows (a weak, lone one)
                 for det, track_id in zip(doc["detections"], self.track_ids.tolist()):
                     det["track_id"] = track_id if track_id >= 0 else None
+            if self.masks is not None:
+                for i, det in enumerate(doc["detections"]):
+                    det["mask"] = self.masks.rle(i)
         if self.mask is not None:
             doc["segmentation"] = {"pixels": self.pixel_counts(), "rle": rle_encode(self.mask)}
         return doc
@@ -169,7 +183,11 @@ def decode_outputs(outputs: dict[str, np.ndarray], index: int, letterbox: Letter
         keep = labels >= 0
         if conf is not None:
             keep &= scores >= conf
-        return Result(letterbox.boxes_to_source(boxes[keep]), scores[keep], labels[keep], names, task, size)
+        result = Result(letterbox.boxes_to_source(boxes[keep]), scores[keep], labels[keep], names, task, size)
+        if "masks" in outputs:  # only the valid rows are mapped, each inside its box
+            result.masks = masks_to_source(outputs["masks"][index, :n][keep], result.boxes, letterbox,
+                                           metadata.input.size)
+        return result
     if "predictions" in outputs:
         # cx, cy, w, h, objectness, class probabilities. Every (box, class) pair scoring
         # objectness x class probability >= conf is a candidate, as it would enter the graph's
@@ -199,3 +217,6 @@ def check_outputs(names: Sequence[str]) -> None:
     if not ({"num_dets", "boxes", "scores", "labels"} <= names or "predictions" in names or "mask" in names
             or {"score", "box", "label"} <= names):
         raise ValueError(f"unrecognised graph outputs {sorted(names)}")
+    if "masks" in names and not {"num_dets", "boxes", "scores", "labels"} <= names:
+        raise ValueError(f"a masks output needs the detector outputs (num_dets, boxes, scores, labels) "
+                         f"beside it; got {sorted(names)}")

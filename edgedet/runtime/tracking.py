@@ -4,12 +4,14 @@ A compact ByteTrack (Zhang et al., 2022) on numpy, with a lost-track stage and a
 for occlusions:
 
 1. Every track's box is predicted forward by a constant-velocity Kalman filter on
-   ``(cx, cy, w, h)`` (SORT's size-proportional noise), lost tracks included, so a track that
-   has not been seen for a few frames is looked for where the object should be by now. An object
-   sliding behind an occluder is seen shrinking from one side first, which slows the filter's
-   box centre to about half the object's speed; a lost track moves at the speed of its box's
-   faster edge instead (:func:`_hidden_motion`), and restarts its filter when found again rather
-   than reading the gap as speed.
+   ``(cx, cy, w, h)`` (SORT's size-proportional noise). A lost track is predicted too, so that it
+   is looked for where the object should be by now, but not by the filter: an object sliding
+   behind an occluder is seen cut, shrinking from one side, which slows the filter's box centre
+   to about half the object's speed (or turns it round, when the object bounces while seen cut).
+   A lost track's box is fitted to its last sightings edge by edge, moves at the speed of the
+   edge that was moving while the other stood at the occluder, at the object's whole size
+   (:func:`_hidden_motion`); found again, it restarts its filter rather than reading the gap as
+   speed.
 2. High-score detections are matched to all tracks by IoU of the predicted boxes, by optimal
    assignment. A detection of another class than the track's (the class its detections scored
    most for so far) costs more, needing more overlap, but is not ruled out: a detector's class
@@ -17,16 +19,24 @@ for occlusions:
    into a new id.
 3. Low-score detections are matched to the tracks still unmatched that were seen in the
    previous frame, with a stricter IoU gate: a partly hidden object's weak detection keeps its
-   track alive instead of being thrown away (ByteTrack's second stage).
-4. High-score detections still unmatched are matched to *lost* tracks by the distance between
-   centres in units of the object's size (as last seen whole), with a gate that widens the longer
-   the track has been lost, and sizes that must roughly agree. IoU alone fails here: a small
-   object that was hidden for a few frames reappears a little off its prediction and overlaps it
-   barely or not at all, so IoU-only trackers (SORT, ByteTrack, OC-SORT) start a new id.
-5. What is left and scores high enough starts a new track, unless it mostly covers a detection
-   that was just matched (the graph's per-class NMS can box one object twice, as two classes). A
-   new track gets an id once it has been seen in ``min_hits`` consecutive frames (at once in a
-   source's first frame). Tracks not seen for ``max_lost`` frames are dropped.
+   track alive instead of being thrown away (ByteTrack's second stage). Then high-score
+   detections left over are matched to those tracks by IoU alone, whatever their class: the box
+   of a partly hidden object, of the "wrong" class, would otherwise be taken by a lost track of
+   the class it shows in stage 4.
+4. High-score detections still unmatched (one per object: the strongest of boxes overlapping
+   like NMS duplicates) are matched to *lost* tracks by how far the detection's centre lies from
+   where it could be within the predicted whole box (an object coming out from behind something
+   is seen in part), in units of the object's size (as last seen whole), with a gate that widens
+   the longer the track has been lost; a detection must not be much larger than the object, and
+   not more than ``lost_size_ratio`` smaller. IoU alone fails here: a small object that was
+   hidden for a few frames reappears a little off its prediction and overlaps it barely or not
+   at all, so IoU-only trackers (SORT, ByteTrack, OC-SORT) start a new id.
+5. What is left and scores high enough starts a new track, unless it overlaps a detection that
+   was just matched like an NMS duplicate (the graph's per-class NMS can box one object twice,
+   as two classes, or box the parts of a partly hidden one). A new track gets an id once it has
+   been seen in ``min_hits`` consecutive frames (at once in a source's first frame); a tentative
+   track whose box duplicates a confirmed track's is dropped, so that two tracks never take
+   turns on one object. Tracks not seen for ``max_lost`` frames are dropped.
 
 Detections keep their boxes (the tracker only attaches ids); ``-1`` marks a detection the tracker
 does not follow (a weak one matching no track, a second box of a tracked object, or a track not
@@ -37,8 +47,8 @@ fast on the few-dozen-square matrices of a frame. scipy is not in the base (edge
 stays numpy + OpenCV + ONNX Runtime: it comes with the ``track`` extra (and ``full``), and is
 imported only when a tracker is made, with a clear message where it is missing. ``lap`` would be
 smaller but is less maintained; a hand-written solver would be one more thing to get right.
-``benchmarks/tracking.py`` measures the tracker against ByteTrack's stages alone and a plain IoU
-tracker.
+``benchmarks/tracking.py`` measures the tracker against its IoU stages alone, a plain IoU tracker
+and the ``trackers`` package's ByteTrack, OC-SORT and SORT on the same detections.
 """
 
 from __future__ import annotations
@@ -90,12 +100,15 @@ class TrackerConfig:
             (``sqrt(w * h)`` of the track's size when last seen whole; 0 turns the stage off,
             leaving ByteTrack) ...
         lost_distance_growth: ... times ``1 + growth * frames lost``.
-        lost_size_ratio: ... and width and height within this factor of that size (a wide
-            margin: an object coming out from behind something is seen in part at first).
+        lost_size_ratio: ... and width and height at most this factor smaller than that size (a
+            wide margin: an object coming out from behind something is seen in part at first),
+            and at most twice as large.
         class_penalty: added to the cost of a detection whose class differs from the track's
             (``1 - IoU`` in the IoU stages, distance in box sizes in the lost stage); ``inf``
             makes tracks strictly per class.
-        duplicate_iou: an unmatched detection overlapping a followed one this much starts no track.
+        duplicate_iou: a detection overlapping a followed one this much (IoU) is a second box of
+            its object (NMS keeps boxes overlapping this much only where their classes differ):
+            it starts no track, and takes no lost track.
         max_lost: frames a track stays alive without a detection (30: one second at 30 FPS).
         min_hits: consecutive frames a new track must be seen before it gets an id.
     """
@@ -109,7 +122,7 @@ class TrackerConfig:
     lost_distance_growth: float = 0.15
     lost_size_ratio: float = 4.0
     class_penalty: float = 0.3
-    duplicate_iou: float = 0.7
+    duplicate_iou: float = 0.5
     max_lost: int = 30
     min_hits: int = 2
 
@@ -143,6 +156,10 @@ def assignment_solver():
 _STD_POSITION = 1.0 / 20
 _STD_VELOCITY = 1.0 / 160
 _RESTART_AFTER = 3  # frames lost after which a found track restarts its filter (see _correct)
+_FIT = 8  # a hidden object's motion is fitted to its sightings in the last this many frames
+_CUT = 0.8  # a box side under this fraction of the object's size is cut (by an occluder)...
+_STILL = 0.35  # ... where one edge moves at most this fraction of the other's speed
+_LARGER = 2.0  # a lost track's detection may be at most this much larger than the object was
 _F = np.eye(8)
 _F[:4, 4:] = np.eye(4)
 _H = np.eye(4, 8)
@@ -154,23 +171,35 @@ def _initial_cov(z: np.ndarray) -> np.ndarray:
     return np.diag(np.concatenate([2 * _STD_POSITION * wh, 10 * _STD_VELOCITY * wh]) ** 2)
 
 
-def _hidden_motion(mean: np.ndarray) -> None:
-    """Make a lost track's state move as the hidden object does: at its speed, at its size.
+def _hidden_motion(seen: list[tuple[int, np.ndarray]], full_wh: np.ndarray, frame: int) -> np.ndarray:
+    """Where a hidden object is in ``frame``: its state ``(cx, cy, w, h, vx, vy, 0, 0)``, whole size.
 
-    An object sliding behind an occluder is seen shrinking from one side: that edge stands still
-    while the far edge keeps the object's speed, so the box centre (which the filter tracks) slows
-    to about half of it, and a prediction from it falls behind. When one edge moves, per axis, at
-    most about twice as fast as the centre (a box cut by an edge, not one growing around a still
-    centre), the faster edge's speed is the object's.
+    From straight lines fitted to each edge of its last sightings ``(frame, box xyxy)``. An object
+    sliding behind something (an occluder, another object) is seen cut: the edge at the occluder
+    stands still while the free edge keeps the object's speed, so the box centre slows to half of
+    it (and a filter of centres falls behind). Per axis, where the box was cut and one edge moved
+    while the other stood, the moving edge gives the speed, and the whole box hangs from it.
     """
+    seen = [(f, box) for f, box in seen if f >= seen[-1][0] - _FIT]  # of one passage, not the one before
+    frames = np.array([f for f, _ in seen], np.float64) - seen[-1][0]
+    boxes = np.array([box for _, box in seen])
+    if len(seen) >= 2 and np.ptp(frames) > 0:
+        slope, edge = np.polyfit(frames, boxes, 1)  # (4,), (4,): per edge, at the last sighting
+    else:
+        slope, edge = np.zeros(4), boxes[-1]
+    mean = np.zeros(8)
     for axis in (0, 1):
-        v, dw = mean[4 + axis], mean[6 + axis]
-        if v != 0 and abs(dw) <= 2.5 * abs(v):
-            edges = (v - dw / 2, v + dw / 2)
-            fast = max(edges, key=abs)
-            if fast * v > 0:
-                mean[4 + axis] = fast
-    mean[6:] = 0  # and keeps its size
+        lo, hi, v_lo, v_hi = edge[axis], edge[axis + 2], slope[axis], slope[axis + 2]
+        full = full_wh[axis]
+        fast, still = (v_lo, v_hi) if abs(v_lo) >= abs(v_hi) else (v_hi, v_lo)
+        if hi - lo < _CUT * full and abs(still) < _STILL * abs(fast):
+            mean[axis] = lo + full / 2 if fast == v_lo else hi - full / 2
+            mean[4 + axis] = fast
+        else:
+            mean[axis], mean[4 + axis] = (lo + hi) / 2, (v_lo + v_hi) / 2
+        mean[axis] += mean[4 + axis] * (frame - seen[-1][0])
+        mean[2 + axis] = full
+    return mean
 
 
 @dataclass
@@ -180,6 +209,7 @@ class _Track:
     label: int  # the class with the most score over the track's detections
     votes: dict[int, float] = field(default_factory=dict)  # class -> summed detection scores
     full_wh: np.ndarray = field(default_factory=lambda: np.zeros(2))  # size when last seen whole
+    seen: list[tuple[int, np.ndarray]] = field(default_factory=list)  # last sightings: frame, box xyxy
     hits: int = 1  # consecutive frames seen (while tentative)
     lost: int = 0  # frames since last seen
     id: int = -1  # -1 until confirmed
@@ -244,11 +274,11 @@ class Tracker:
         tracks = list(self._tracks)
         seen_last = np.array([t.lost == 0 for t in tracks], bool)
 
-        def match(dets: np.ndarray, candidates: np.ndarray, cost: np.ndarray, gate: float) -> None:
+        def match(dets: np.ndarray, candidates: np.ndarray, cost: np.ndarray, allowed: np.ndarray) -> None:
             if not len(dets) or not len(candidates):
                 return
             for r, c in zip(*self._assign(cost)):
-                if cost[r, c] <= gate:
+                if allowed[r, c]:
                     owners[int(dets[r])] = tracks[candidates[c]]
 
         def unmatched_tracks() -> np.ndarray:
@@ -257,21 +287,40 @@ class Tracker:
 
         # 1. strong detections vs every track, by IoU with the predicted box
         every = np.arange(len(tracks))
-        match(high, every, self._iou_cost(boxes[high], labels[high], every), 1 - cfg.match_iou)
+        match(high, every, *self._iou_cost(boxes[high], labels[high], every, cfg.match_iou))
         # 2. weak detections vs tracks seen in the previous frame and not matched yet
         candidates = np.flatnonzero(unmatched_tracks() & seen_last)
-        match(low, candidates, self._iou_cost(boxes[low], labels[low], candidates), 1 - cfg.low_match_iou)
-        # 3. strong detections left vs lost tracks, by centre distance in box sizes
+        match(low, candidates, *self._iou_cost(boxes[low], labels[low], candidates, cfg.low_match_iou))
         overlap = box_iou(boxes, boxes) if len(boxes) else np.zeros((0, 0))
 
-        def duplicate(d: int) -> bool:  # mostly covers a detection that is followed already
+        def duplicate(d: int) -> bool:  # overlaps a followed detection like an NMS duplicate
             return bool(owners) and overlap[d, list(owners)].max() >= cfg.duplicate_iou
 
-        if cfg.lost_distance > 0:
+        # 2b. strong detections left vs those tracks, by IoU alone: a partly hidden object's class
+        # flickers, and its box, left over, would be taken by a lost track of the class it shows
+        if np.isfinite(cfg.class_penalty):
             dets = np.array([d for d in high if d not in owners and not duplicate(d)], np.int64)
+            candidates = np.flatnonzero(unmatched_tracks() & seen_last)
+            cost = 1.0 - box_iou(boxes[dets], self._predicted[candidates]) if len(dets) and len(candidates) \
+                else np.zeros((len(dets), len(candidates)))
+            match(dets, candidates, cost, cost <= 1.0 - cfg.match_iou)
+        # 3. strong detections left vs lost tracks, by distance from the predicted whole box
+        if cfg.lost_distance > 0:
+            dets = []  # strongest first, and one box per object: two boxes would take two tracks
+            for d in high[np.argsort(-scores[high], kind="stable")]:
+                if d not in owners and not duplicate(d) and not (dets and overlap[d, dets].max() >= cfg.duplicate_iou):
+                    dets.append(d)
+            dets = np.array(dets, np.int64)
             candidates = np.flatnonzero(unmatched_tracks() & ~seen_last)
-            match(dets, candidates, self._lost_cost(boxes[dets], labels[dets], candidates), 1.0)
+            cost = self._lost_cost(boxes[dets], labels[dets], candidates)
+            match(dets, candidates, cost, cost <= 1.0)
 
+        # A tentative track on a second box of a followed object (a box per class, or a box of
+        # its visible part) would be confirmed next frame and take turns with the object's track.
+        followed = [d for d, t in owners.items() if t.id >= 0]
+        for d in [d for d, t in owners.items() if t.id < 0]:
+            if followed and overlap[d, followed].max() >= cfg.duplicate_iou:
+                del owners[d]
         for d, track in owners.items():
             self._correct(track, boxes[d], labels[d], scores[d])
         matched = {id(t) for t in owners.values()}
@@ -300,19 +349,19 @@ class Tracker:
     def _start(self, box: np.ndarray, label: int, score: float) -> _Track:
         z = xyxy_to_cxcywh(box[None], min_size=1e-3)[0]
         track = _Track(np.concatenate([z, np.zeros(4)]), _initial_cov(z), int(label), {int(label): score},
-                       z[2:].copy())
+                       z[2:].copy(), [(self._frame, box.astype(np.float64))])
         self._tracks.append(track)
         return track
 
     def _predict(self, steps: int) -> None:
         for track in self._tracks:
             for _ in range(steps):
-                if track.lost:
-                    _hidden_motion(track.mean)
                 wh = np.tile(track.mean[2:4], 2)
                 q = np.diag(np.concatenate([_STD_POSITION * wh, _STD_VELOCITY * wh]) ** 2)
                 track.mean = _F @ track.mean
                 track.cov = _F @ track.cov @ _F.T + q
+            if track.lost:
+                track.mean = _hidden_motion(track.seen, track.full_wh, self._frame)
         self._predicted = np.array([t.box for t in self._tracks]).reshape(-1, 4)
 
     def _correct(self, track: _Track, box: np.ndarray, label: int, score: float) -> None:
@@ -323,45 +372,57 @@ class Tracker:
             # speed the track was predicted with.
             track.mean = np.concatenate([z, track.mean[4:6], np.zeros(2)])
             track.cov = _initial_cov(z)
-            self._observe(track, z, label, score)
+            self._observe(track, box, label, score)
             return
         r = np.diag((_STD_POSITION * np.tile(track.mean[2:4], 2)) ** 2)
         s = _H @ track.cov @ _H.T + r
         gain = np.linalg.solve(s, _H @ track.cov).T  # (8, 4); s and cov are symmetric
         track.mean = track.mean + gain @ (z - _H @ track.mean)
         track.cov = track.cov - gain @ s @ gain.T
-        self._observe(track, z, label, score)
+        self._observe(track, box, label, score)
 
-    @staticmethod
-    def _observe(track: _Track, z: np.ndarray, label: int, score: float) -> None:
+    def _observe(self, track: _Track, box: np.ndarray, label: int, score: float) -> None:
         # A box cut by an occluder shrinks for a few frames; the size before that, forgotten
         # slowly, is the object's, and what the lost-track gate measures distances in.
-        track.full_wh = np.maximum(z[2:], 0.95 * track.full_wh + 0.05 * z[2:])
+        track.seen = [*track.seen[-(_FIT - 1):], (self._frame, box.astype(np.float64))]
+        wh = np.maximum(box[2:] - box[:2], 1e-3)
+        track.full_wh = np.maximum(wh, 0.95 * track.full_wh + 0.05 * wh)
         track.votes[int(label)] = track.votes.get(int(label), 0.0) + float(score)
         track.label, track.lost = max(track.votes, key=track.votes.get), 0
         track.hits += 1
 
     # -- costs -----------------------------------------------------------------------------------
 
-    def _iou_cost(self, boxes: np.ndarray, labels: np.ndarray, tracks: np.ndarray) -> np.ndarray:
-        if not len(boxes) or not len(tracks):
-            return np.zeros((len(boxes), len(tracks)))
-        return 1.0 - box_iou(boxes, self._predicted[tracks]) + self._class_cost(labels, tracks)
+    def _iou_cost(self, boxes: np.ndarray, labels: np.ndarray, tracks: np.ndarray,
+                  gate: float) -> tuple[np.ndarray, np.ndarray]:
+        """``1 - IoU`` with the predicted boxes plus the class cost, and the pairs it allows: IoU at
+        least ``gate``, more for another class."""
+        cost = 1.0 - box_iou(boxes, self._predicted[tracks]) + self._class_cost(labels, tracks) \
+            if len(boxes) and len(tracks) else np.zeros((len(boxes), len(tracks)))
+        return cost, cost <= 1.0 - gate
 
     def _lost_cost(self, boxes: np.ndarray, labels: np.ndarray, tracks: np.ndarray) -> np.ndarray:
-        """Centre distance over (box size x the gate), so the gate is 1; pairs out of it cost 2."""
+        """How far each detection lies from a lost track's predicted whole box, over (the object's
+        size x the gate), so the gate is 1, plus the class cost; pairs of sizes that cannot be
+        one object cost 2 more."""
         if not len(boxes) or not len(tracks):
             return np.zeros((len(boxes), len(tracks)))
         cfg = self.config
         det = xyxy_to_cxcywh(boxes, min_size=1e-3)
-        pred = np.array([self._tracks[t].mean[:4] for t in tracks])
+        pred = np.array([self._tracks[t].mean for t in tracks])
         full = np.array([self._tracks[t].full_wh for t in tracks])
         lost = np.array([self._tracks[t].lost for t in tracks], np.float64)
         scale = np.sqrt(full.prod(1)) * cfg.lost_distance * (1 + cfg.lost_distance_growth * lost)
-        dist = np.linalg.norm(det[:, None, :2] - pred[None, :, :2], axis=-1) / scale[None]
-        ratio = np.abs(np.log(det[:, None, 2:] / full[None])).max(-1)
+        # An object coming out from behind something is seen in part, anywhere within its whole
+        # box: the distance is how far the detection's centre lies outside where it could be.
+        slack = np.maximum(full[None] - det[:, None, 2:], 0) / 2  # (D, T, 2)
+        off = np.maximum(np.abs(det[:, None, :2] - pred[None, :, :2]) - slack, 0)
+        dist = np.linalg.norm(off, axis=-1) / scale[None]
+        # Seen in part, an object looks smaller than it is, never much bigger.
+        ratio = det[:, None, 2:] / full[None]  # (D, T, 2)
+        fits = ((ratio >= 1 / cfg.lost_size_ratio) & (ratio <= _LARGER)).all(-1)
         cost = dist + self._class_cost(labels, tracks)
-        return np.where(ratio <= np.log(cfg.lost_size_ratio), cost, 2.0 + cost)
+        return np.where(fits, cost, 2.0 + cost)
 
     def _class_cost(self, labels: np.ndarray, tracks: np.ndarray) -> np.ndarray:
         differ = labels[:, None] != np.array([self._tracks[t].label for t in tracks])[None]

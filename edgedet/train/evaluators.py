@@ -12,6 +12,9 @@ JSON-ready details and a printable report.
 - :class:`DetectionEvaluator`: ``map50``, ``map50_95``, ``map75`` over the detections after NMS;
   with a ``slots`` function (grid detectors: one object per cell), ``accuracy`` and ``mean_iou``
   per slot first.
+- :class:`InstanceSegmentationEvaluator`: box ``map50``, ``map50_95``, ``map75`` and mask
+  ``mask_map50``, ``mask_map50_95``, ``mask_map75`` (COCO ``segm`` IoU) over the graph's
+  detections and ``masks``, against the batch's instance masks.
 - :class:`SegmentationEvaluator`: ``mean_iou``, ``pixel_accuracy``, ``mean_accuracy``,
   ``mean_recall``, ``mean_precision``, ``mean_f1`` and their ``weighted_`` forms.
 """
@@ -26,9 +29,10 @@ from torch import Tensor, nn
 
 from edgedet.models.layers import class_names_of
 from edgedet.ops.boxes import cxcywh_to_xyxy
-from edgedet.train.metrics import ConfusionMeter, DetectionMeter, PresenceMeter
+from edgedet.train.metrics import ConfusionMeter, DetectionMeter, MaskMeter, PresenceMeter
 
-__all__ = ["Evaluator", "LocalizationEvaluator", "DetectionEvaluator", "SegmentationEvaluator", "SlotTruth"]
+__all__ = ["Evaluator", "LocalizationEvaluator", "DetectionEvaluator", "InstanceSegmentationEvaluator",
+           "SegmentationEvaluator", "SlotTruth"]
 
 # ``slots(targets) -> (present[S], boxes[S, 4] xyxy pixels, labels[S])`` over every slot of a batch.
 SlotTruth = Callable[[Tensor], tuple[Tensor, Tensor, Tensor]]
@@ -110,6 +114,42 @@ class DetectionEvaluator(_DetectionScores):
 
     def compute(self) -> tuple[dict[str, float], dict[str, Any], str]:
         return super().compute(with_presence=self.slots is not None)
+
+
+class InstanceSegmentationEvaluator(_DetectionScores):
+    """The instance segmenter's graph ``(num_dets, boxes, scores, labels, masks)`` against the
+    batch's boxes and instance masks (``batch["masks"]``, kept by ``TrainingSet(with_masks=True)``):
+    COCO box mAP and COCO mask mAP (``iouType="segm"``), both at the network input's size."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        self.masks = MaskMeter(model.cfg.num_classes, class_names_of(model.cfg))
+
+    def update(self, module: nn.Module, batch: dict[str, Any]) -> None:
+        if "masks" not in batch:
+            raise ValueError("instance segmentation needs the batch's instance masks (TrainingSet(with_masks=True))")
+        num, boxes, scores, labels, masks = (t.cpu() for t in module(batch["images"]))
+        self.detections.update(boxes, scores, labels, num, batch["boxes"], batch["labels"])
+        self.masks.update(boxes, scores, labels, masks, num, batch["boxes"], batch["labels"], batch["masks"])
+
+    def compute(self) -> tuple[dict[str, float], dict[str, Any], str]:
+        metrics, details, box_report = super().compute(with_presence=False)
+        coco = self.masks.compute()
+        mask = {"mask_map50": coco["map50"], "mask_map50_95": coco["map50_95"], "mask_map75": coco["map75"]}
+        metrics.update(mask)
+        details["mask_per_class"] = coco["per_class"]
+        head = "  ".join(f"{k} {v:.4f}" for k, v in mask.items())
+        return metrics, details, box_report + "\n" + head + "\n" + _mask_report(coco)
+
+
+def _mask_report(coco: dict) -> str:
+    width = max([5] + [len(n) for n in coco["per_class"]])
+    lines = [f"{'mask':<{width}}  {'objects':>7}  {'AP50':>6}  {'AP50:95':>7}"]
+    for name, row in coco["per_class"].items():
+        ap50 = "-" if row["ap50"] is None else f"{row['ap50']:.4f}"
+        ap = "-" if row["ap50_95"] is None else f"{row['ap50_95']:.4f}"
+        lines.append(f"{name:<{width}}  {row['objects']:>7}  {ap50:>6}  {ap:>7}")
+    return "\n".join(lines)
 
 
 class SegmentationEvaluator:

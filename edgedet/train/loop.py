@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from edgedet.data.sample import FirstSamples
 from edgedet.data.spec import DatasetSpec, build_dataset, parse_spec
 from edgedet.data.synthetic import Clutter, DigitsGrid, DigitsLocalization
 from edgedet.data.transforms import Collate, TrainingSet, sample_channels
@@ -44,7 +45,7 @@ from edgedet.train.validate import check_data_fits, class_names_for, evaluate
 __all__ = ["RunState", "TrainingRun", "model_overrides_for"]
 
 _SYNTHETIC = (DigitsLocalization, DigitsGrid, Clutter)
-_HEADLINE = ("accuracy", "mean_iou", "map50", "map50_95")
+_HEADLINE = ("accuracy", "mean_iou", "map50", "map50_95", "mask_map50", "mask_map50_95")
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -147,6 +148,8 @@ class TrainingRun:
         options = self.options
         train_data = build_dataset(options.data, "train")
         val_data = build_dataset(options.data, "val")
+        if options.val_images is not None:
+            val_data = FirstSamples(val_data, options.val_images)
         synthetic = isinstance(train_data, _SYNTHETIC)
         cache = synthetic if options.cache is None else options.cache
         fresh = synthetic if options.fresh is None else options.fresh
@@ -176,11 +179,12 @@ class TrainingRun:
         self.size, self.channels = tuple(cfg.input_size), cfg.in_channels
         if self.channels not in (1, 3):
             raise ModelError(f"{options.model}: in_channels must be 1 or 3 to take images, got {self.channels}")
-        semantic = self.entry.task == "segmentation"
+        semantic, masks = self.entry.task == "segmentation", self.entry.spec.instance_masks
         self.train_set = TrainingSet(train_data, self.size, self.channels, with_semantic=semantic, flip=flip,
                                      seed=options.seed, cache=cache and not fresh,
-                                     epoch_length=epoch_length if fresh else None)
-        self.val_set = TrainingSet(val_data, self.size, self.channels, with_semantic=semantic, cache=cache)
+                                     epoch_length=epoch_length if fresh else None, with_masks=masks)
+        self.val_set = TrainingSet(val_data, self.size, self.channels, with_semantic=semantic, cache=cache,
+                                   with_masks=masks)
         if len(self.val_set) == 0:
             raise DataError(f"dataset {options.data!r} has no validation images")
         if cache:

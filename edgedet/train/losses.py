@@ -13,6 +13,8 @@ a family's spec chooses its loss.
   whose shape fits it best; box loss there (darknet's ``xy + log wh`` with the ``2 - w h``
   small-box factor, or GIoU), class BCE there, objectness BCE everywhere except predictions
   that already overlap an object well without being assigned to it (the ignore region).
+- :class:`InstanceSegLoss`: :class:`YoloLoss` plus YOLACT's mask loss for the prototype/coefficient
+  instance segmenters.
 - :class:`SegmentationLoss`: pixel cross-entropy, 255 ignored (letterbox padding), optional
   class weights (the seed weighs pedestrians 2:1 against background).
 """
@@ -27,11 +29,12 @@ from torch import Tensor, nn
 
 from edgedet.data.sample import IGNORE
 from edgedet.ops.boxes import box_iou, cxcywh_to_xyxy, generalized_box_iou_pairs, shape_iou
+from edgedet.ops.masks import box_interior
 from edgedet.ops.yolo import YoloBoxCoder
 
 from edgedet.train.options import BOX_LOSSES
 
-__all__ = ["LocalizerLoss", "GridLoss", "YoloLoss", "SegmentationLoss", "BOX_LOSSES"]
+__all__ = ["LocalizerLoss", "GridLoss", "YoloLoss", "InstanceSegLoss", "SegmentationLoss", "BOX_LOSSES"]
 
 
 class _SlotLoss(nn.Module):
@@ -229,6 +232,66 @@ def _pad_boxes_per_image(boxes: Tensor, image: Tensor, batch: int) -> Tensor:
         slot = torch.arange(len(image), device=boxes.device) - starts[image[order]]
         out[image[order], slot] = boxes[order]
     return out
+
+
+class InstanceSegLoss(nn.Module):
+    """YOLOv3's loss for boxes, objectness and classes, plus YOLACT's mask loss.
+
+    Call as ``loss(heads, targets)`` with ``heads`` the instance segmenter's
+    ``[p_s..., k_s..., protos]`` (detection heads, coefficient maps, prototypes ``[B, P, h, w]``;
+    see :class:`edgedet.models.yolov3seg.YOLOv3TinySeg`) and ``targets`` ``Tensor[M, 6 + h * w]``:
+    :class:`YoloLoss`'s rows followed by each object's mask on the prototype grid (fractions 0..1).
+
+    The mask term, per object: its coefficients are read at the anchor :meth:`YoloLoss.assign`
+    gives it (the one its box and class are trained at), its mask is
+    ``coefficients @ prototypes`` of its image, and the loss is the BCE against the true mask over
+    the prototype pixels inside the true box, divided by their count (YOLACT normalises by box
+    area so small objects count as much as large ones). Summed over objects, divided by the
+    batch size like the other terms, times ``mask_weight`` (2 by default: the masks are what the
+    model is ranked on, and a per-object mean BCE is small beside YOLO's summed terms; Ultralytics
+    weighs its mask loss like its box loss for the same reason).
+    """
+
+    def __init__(self, anchors: Tensor, strides: Sequence[int], num_classes: int, proto_stride: int,
+                 box_loss: str = "xywh", mask_weight: float = 2.0) -> None:
+        super().__init__()
+        self.detection = YoloLoss(anchors, strides, num_classes, box_loss=box_loss)
+        self.proto_stride = int(proto_stride)
+        self.mask_weight = mask_weight
+
+    def forward(self, heads: Sequence[Tensor], targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        s = len(self.detection.strides)
+        det_heads, coef_maps, protos = list(heads[:s]), list(heads[s:2 * s]), heads[2 * s]
+        targets = targets.to(protos.device).float()
+        total, parts = self.detection(det_heads, targets[:, :6])
+        mask = self.mask_loss(coef_maps, protos.float(), targets) * self.mask_weight
+        return total + mask, {**parts, "mask": mask.detach()}
+
+    def mask_loss(self, coef_maps: Sequence[Tensor], protos: Tensor, targets: Tensor) -> Tensor:
+        """The summed per-object mask BCE over the batch size (see the class)."""
+        b, p, h, w = protos.shape
+        if len(targets) == 0:  # nothing to learn; keep the graph connected for DDP
+            return protos.sum() * 0.0 + sum(c.sum() for c in coef_maps) * 0.0
+        scale_of, anchor_of = self.detection.assign(targets[:, :6])
+        num_anchors = self.detection.anchors.shape[1]
+        img = targets[:, 0].long()
+        cxcy = (targets[:, 2:4] + targets[:, 4:6]) / 2
+        coefficients = protos.new_zeros(len(targets), p)
+        for si, (cmap, stride) in enumerate(zip(coef_maps, self.detection.strides)):
+            mine = scale_of == si
+            if not mine.any():
+                continue
+            hs, ws = cmap.shape[2:]
+            c = cmap.float().reshape(b, num_anchors, p, hs, ws)
+            gx = (cxcy[mine, 0] / stride).long().clamp(0, ws - 1)  # the cell YoloLoss trains
+            gy = (cxcy[mine, 1] / stride).long().clamp(0, hs - 1)
+            coefficients[mine] = c[img[mine], anchor_of[mine], :, gy, gx]
+        logits = torch.einsum("mp,mphw->mhw", coefficients, protos[img])  # (M, h, w)
+        true = targets[:, 6:].reshape(-1, h, w)
+        inside = box_interior(targets[:, 2:6] / self.proto_stride, h, w).float()  # (M, h, w)
+        bce = F.binary_cross_entropy_with_logits(logits, true, reduction="none")
+        per_object = (bce * inside).sum((1, 2)) / inside.sum((1, 2)).clamp(min=1.0)
+        return per_object.sum() / b
 
 
 class SegmentationLoss(nn.Module):

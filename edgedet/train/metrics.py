@@ -32,7 +32,7 @@ from edgedet.data.sample import IGNORE
 from edgedet.ops.boxes import box_iou
 
 __all__ = ["confusion_matrix", "SegmentationTable", "segmentation_table", "ConfusionMeter",
-           "coco_map", "DetectionMeter", "PresenceMeter"]
+           "coco_map", "mask_rles", "DetectionMeter", "MaskMeter", "PresenceMeter"]
 
 
 def confusion_matrix(pred: Tensor | np.ndarray, target: Tensor | np.ndarray, num_classes: int,
@@ -170,14 +170,17 @@ class ConfusionMeter:
 
 def coco_map(detections: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
              ground_truth: Sequence[tuple[np.ndarray, np.ndarray]], num_classes: int,
-             class_names: Sequence[str] | None = None) -> dict:
-    """COCO box mAP of detections against ground truth, by faster-coco-eval.
+             class_names: Sequence[str] | None = None, iou_type: str = "bbox") -> dict:
+    """COCO box (or mask) mAP of detections against ground truth, by faster-coco-eval.
 
     Args:
-        detections: per image ``(boxes [K, 4] xyxy, scores [K], labels [K])``.
-        ground_truth: per image ``(boxes [N, 4] xyxy, labels [N])``, same order.
+        detections: per image ``(boxes [K, 4] xyxy, scores [K], labels [K])``; for
+            ``iou_type="segm"`` a fourth item, the K masks as COCO RLEs (:func:`mask_rles`).
+        ground_truth: per image ``(boxes [N, 4] xyxy, labels [N])``, same order; for ``"segm"`` a
+            third item, the N true masks as RLEs.
         num_classes: C; class ids are 0..C-1.
         class_names: names for the per-class table.
+        iou_type: ``"bbox"`` or ``"segm"`` (COCO's mask IoU; the image size is the RLEs').
 
     Returns:
         dict with ``map50``, ``map50_95``, ``map75``, ``num_images``, ``num_objects``,
@@ -190,20 +193,29 @@ def coco_map(detections: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
     names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
     images, gt_anns, dt_anns = [], [], []
     objects = np.zeros(num_classes, np.int64)
-    for i, ((gb, gl), (db, ds, dl)) in enumerate(zip(ground_truth, detections), start=1):
-        images.append({"id": i, "width": 1, "height": 1})
-        for box, label in zip(np.asarray(gb, np.float64).reshape(-1, 4), np.asarray(gl).reshape(-1)):
+    segm = iou_type == "segm"
+    for i, (truth, found) in enumerate(zip(ground_truth, detections), start=1):
+        (gb, gl), (db, ds, dl) = truth[:2], found[:3]
+        g_rles, d_rles = (truth[2], found[3]) if segm else ([None] * len(gl), [None] * len(dl))
+        size = _image_size(list(g_rles) + list(d_rles)) if segm else (1, 1)
+        images.append({"id": i, "width": size[1], "height": size[0]})
+        for box, label, rle in zip(np.asarray(gb, np.float64).reshape(-1, 4), np.asarray(gl).reshape(-1), g_rles):
             w, h = box[2] - box[0], box[3] - box[1]
             objects[int(label)] += 1
-            gt_anns.append({"id": len(gt_anns) + 1, "image_id": i, "category_id": int(label) + 1,
-                            "bbox": [float(box[0]), float(box[1]), float(w), float(h)], "area": float(w * h),
-                            "iscrowd": 0})
-        for box, score, label in zip(np.asarray(db, np.float64).reshape(-1, 4), np.asarray(ds).reshape(-1),
-                                     np.asarray(dl).reshape(-1)):
+            ann = {"id": len(gt_anns) + 1, "image_id": i, "category_id": int(label) + 1,
+                   "bbox": [float(box[0]), float(box[1]), float(w), float(h)], "area": float(w * h), "iscrowd": 0}
+            if segm:
+                ann.update(segmentation=rle, area=float(_rle_area(rle)))
+            gt_anns.append(ann)
+        for box, score, label, rle in zip(np.asarray(db, np.float64).reshape(-1, 4), np.asarray(ds).reshape(-1),
+                                          np.asarray(dl).reshape(-1), d_rles):
             if label < 0:
                 continue
-            dt_anns.append({"image_id": i, "category_id": int(label) + 1, "score": float(score),
-                            "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])]})
+            ann = {"image_id": i, "category_id": int(label) + 1, "score": float(score),
+                   "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])]}
+            if segm:
+                ann["segmentation"] = rle
+            dt_anns.append(ann)
     result = {"map50": 0.0, "map50_95": 0.0, "map75": 0.0, "num_images": len(images),
               "num_objects": int(objects.sum()), "num_detections": len(dt_anns),
               "per_class": {n: {"ap50": None, "ap50_95": None, "objects": int(objects[c])} for c, n in enumerate(names)}}
@@ -213,7 +225,7 @@ def coco_map(detections: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
     gt = COCO({"images": images, "annotations": gt_anns, "categories": categories})
     with contextlib.redirect_stdout(io.StringIO()):
         dt = gt.loadRes(dt_anns) if dt_anns else COCO({"images": images, "annotations": [], "categories": categories})
-        evaluator = COCOeval_faster(gt, dt, iouType="bbox")
+        evaluator = COCOeval_faster(gt, dt, iouType=iou_type)
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
@@ -238,6 +250,26 @@ def coco_map(detections: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
     return result
 
 
+def mask_rles(masks: np.ndarray) -> list[dict]:
+    """COCO run-length encodings of binary masks ``[N, H, W]`` (faster-coco-eval's encoder)."""
+    from faster_coco_eval.core import mask as mask_utils
+
+    masks = np.asarray(masks)
+    if masks.shape[0] == 0:
+        return []
+    return mask_utils.encode(np.asfortranarray((masks != 0).transpose(1, 2, 0).astype(np.uint8)))
+
+
+def _rle_area(rle: dict) -> float:
+    from faster_coco_eval.core import mask as mask_utils
+
+    return float(mask_utils.area(rle))
+
+
+def _image_size(rles: Sequence[dict]) -> tuple[int, int]:
+    return tuple(int(v) for v in rles[0]["size"]) if rles else (1, 1)
+
+
 class DetectionMeter:
     """Collects per-image detections and ground truth, then :func:`coco_map` over them all."""
 
@@ -259,6 +291,32 @@ class DetectionMeter:
 
     def compute(self) -> dict:
         return coco_map(self.detections, self.ground_truth, self.num_classes, self.class_names)
+
+
+class MaskMeter:
+    """Collects per-image detections with masks and true masks (as RLEs, so memory stays small),
+    then :func:`coco_map` with ``iou_type="segm"``."""
+
+    def __init__(self, num_classes: int, class_names: Sequence[str] | None = None) -> None:
+        self.num_classes = num_classes
+        self.class_names = class_names
+        self.detections: list[tuple] = []
+        self.ground_truth: list[tuple] = []
+
+    def update(self, boxes: Tensor, scores: Tensor, labels: Tensor, masks: Tensor, num_dets: Tensor,
+               true_boxes: Sequence[Tensor], true_labels: Sequence[Tensor], true_masks: Sequence[Tensor]) -> None:
+        """Add a batch: padded ``boxes[B, K, 4]``, ``scores[B, K]``, ``labels[B, K]``,
+        ``masks[B, K, H, W]`` with ``num_dets[B]`` valid rows, and per-image truth with masks
+        ``[N, H, W]``."""
+        for i in range(boxes.shape[0]):
+            n = int(num_dets[i])
+            self.detections.append((boxes[i, :n].detach().cpu().numpy(), scores[i, :n].detach().cpu().numpy(),
+                                    labels[i, :n].cpu().numpy(), mask_rles(masks[i, :n].cpu().numpy())))
+            self.ground_truth.append((true_boxes[i].cpu().numpy(), true_labels[i].cpu().numpy(),
+                                      mask_rles(true_masks[i].cpu().numpy())))
+
+    def compute(self) -> dict:
+        return coco_map(self.detections, self.ground_truth, self.num_classes, self.class_names, iou_type="segm")
 
 
 class PresenceMeter:

@@ -55,6 +55,9 @@ class TrainOptions:
             resumed run sees the same ones); None: on for synthetic sets. Validation stays fixed.
         model_config: config overrides (``{"width": 0.25}``) applied after the dataset's.
         grad_clip: gradient norm clip (0: off).
+        val_images: validate on the first this many validation images only (None: all); for
+            short runs, e.g. a GPU recipe whose synthetic validation split would otherwise take as
+            long as an epoch.
     """
 
     model: str
@@ -78,6 +81,7 @@ class TrainOptions:
     fresh: bool | None = None
     model_config: dict[str, Any] = field(default_factory=dict)
     grad_clip: float = 10.0
+    val_images: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -105,6 +109,8 @@ class TrainOptions:
             raise TrainingError(f"--lr must be a positive number, got {self.lr}")
         if self.box_loss not in BOX_LOSSES:
             raise TrainingError(f"box loss must be one of {', '.join(BOX_LOSSES)}, got {self.box_loss!r}")
+        if self.val_images is not None and self.val_images < 1:
+            raise TrainingError(f"--val-images must be >= 1, got {self.val_images}")
         if self.patience < 0 or (self.workers or 0) < 0:
             raise TrainingError("--patience and --workers must be >= 0")
         if self.weights and not self.weights.startswith("darknet:") and Path(self.weights).is_dir():

@@ -17,8 +17,8 @@ __all__ = ["plot_history", "plotted_series", "PLOTTED_METRICS"]
 # Validation metrics drawn, in this order, when a run logs them: the headline of every task. The
 # rest (per-class means and weighted forms of the segmentation table) stay in results.csv; more
 # lines than colours would make two metrics look alike.
-PLOTTED_METRICS = ("accuracy", "mean_iou", "map50", "map50_95", "map75", "pixel_accuracy", "mean_accuracy",
-                   "mean_f1")
+PLOTTED_METRICS = ("accuracy", "mean_iou", "map50", "map50_95", "map75", "mask_map50", "mask_map50_95",
+                   "pixel_accuracy", "mean_accuracy", "mean_f1")
 # matplotlib's tab10 without its red, which marks the best epoch.
 _COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:gray",
             "tab:olive", "tab:cyan")

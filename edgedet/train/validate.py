@@ -85,6 +85,9 @@ def check_data_fits(model_name: str, dataset) -> None:
     if entry.task == "segmentation" and not dataset.has_masks:
         raise DataError(f"{model_name} is a segmenter but dataset {dataset.name!r} has no masks "
                         f"(use clutter, pennfudan:PATH or coco:FILE.json,masks=true)")
+    if entry.spec.instance_masks and not dataset.has_masks:
+        raise DataError(f"{model_name} segments instances but dataset {dataset.name!r} has no instance masks "
+                        f"(use clutter or coco:FILE.json,masks=true)")
     if entry.task == "localization" and dataset.task != "localization":
         raise DataError(f"{model_name} finds one object per image but dataset {dataset.name!r} is a "
                         f"{dataset.task} set with several per image; train it on digits-loc, or a detector "
@@ -154,7 +157,8 @@ def validate_checkpoint(weights: str, data: str | None = None, *, split: str = "
     if len(dataset) == 0:
         raise DataError(f"dataset {spec!r} ({split}) holds no images")
     val_set = TrainingSet(dataset, tuple(model.cfg.input_size), model.cfg.in_channels,
-                          with_semantic=get_entry(model.model_name).task == "segmentation")
+                          with_semantic=get_entry(model.model_name).task == "segmentation",
+                          with_masks=get_entry(model.model_name).spec.instance_masks)
     result = evaluate(model, val_set, batch=batch, device=resolve_device(device), workers=workers,
                       progress=progress)
     doc = {"model": model.model_name, "weights": str(weights), "data": spec, "split": split,

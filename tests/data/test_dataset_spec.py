@@ -7,7 +7,7 @@ from edgedet.errors import DataError
 
 
 def test_known_datasets():
-    assert list_datasets() == ["digits-loc", "digits-grid", "clutter", "pennfudan", "yolo", "coco"]
+    assert list_datasets() == ["digits-loc", "digits-grid", "clutter", "digits-scene", "pennfudan", "yolo", "coco"]
 
 
 def test_parse_synthetic_options_are_typed():

@@ -212,3 +212,36 @@ def test_batch_whose_images_have_different_detection_counts(tmp_path, fmt):
         alone = run_exported(fmt, path, names, x[i:i + 1])
         assert alone[0].tolist() == [counts[i]]
         assert compare_outputs(names, alone, [o[i:i + 1] for o in out], Tolerance())[0].passed
+
+
+@pytest.mark.parametrize("name", ["yolov3-tiny", "yolov3-tiny-seg"])
+def test_graph_traced_on_a_single_detection_runs_frames_with_many(name, tmp_path):
+    """Regression: index assignment traced with one detection became a broadcast scalar in ONNX, so
+    a detector whose export example had exactly one detection failed on frames with more."""
+    model = lively_model(name)
+
+    frames = noise_frames(model, 8, seed=6)
+    module, _ = build_deploy_module(model, nms=NMSSettings(conf=0.05, iou=0.45, max_det=20))
+    with torch.no_grad():
+        scores = module(torch.from_numpy(frames))[2]  # (8, K) descending
+    # The example: the frame with the lowest threshold between its two best scores (clearly apart)
+    # leaves it one detection, while frames with higher scores keep several.
+    mid = (scores[:, 0] + scores[:, 1]) / 2
+    mid[(scores[:, 0] - scores[:, 1]) < 1e-3] = 2.0
+    i = int(torch.argmin(mid))
+    example = frames[i:i + 1]
+    frames = np.delete(frames, i, axis=0)
+    conf = float(scores[i, 0] + scores[i, 1]) / 2
+    settings = NMSSettings(conf=conf, iou=0.45, max_det=20)
+    eager, names = build_deploy_module(model, nms=settings)
+    with torch.no_grad():
+        assert eager(torch.from_numpy(example))[0].tolist() == [1]
+    onnx_module, _ = build_deploy_module(model, nms=settings, nms_module=OnnxNMS(settings))
+    path = tmp_path / "one.onnx"
+    export_onnx(onnx_module, torch.from_numpy(example), path, names, {"model": name}, dynamic_hw=False)
+    with torch.no_grad():
+        ref = [t.numpy() for t in eager(torch.from_numpy(frames))]
+    assert int(ref[0].max()) >= 2, "the test needs a frame with several detections"
+    out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(list(names), {"images": frames})
+    for result in compare_outputs(names, ref, out, Tolerance()):
+        assert result.passed, (result.line(), result.problems[:3])

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import ast
 import stat
+from pathlib import Path
 
 import pytest
 
 from edgedet.export import info as export_info
+from edgedet.export.options import ExportError, ExportOptions
 from edgedet.export.triton import TritonError, write_triton_repository
 from edgedet.runtime import files
 from edgedet.runtime.files import UnsafeNameError
-from tests.conftest import assert_user_error, run_cli
+from tests.conftest import assert_user_error, cli_in_process, run_cli
+
+PYTHON_MODEL = Path(export_info.__file__).with_name("triton_python_model.py")
 
 INPUTS = [{"name": "images", "dtype": "uint8", "shape": ["batch", 96, 128, 3]}]
 OUTPUTS = [{"name": "num_dets", "dtype": "int64", "shape": ["batch"]},
@@ -62,6 +67,57 @@ def test_a_model_with_another_config_is_refused_and_left_alone(graph, tmp_path):
     assert sorted(p.name for p in (repo / "det").iterdir()) == ["1", "config.pbtxt"]
 
 
+def test_the_python_backend_puts_model_py_beside_the_same_graph(graph, tmp_path):
+    path, _ = graph
+    written = write_triton_repository(path, tmp_path / "repo", "det", backend="python")
+    assert written.version == 1 and "python backend" in written.note
+    version = tmp_path / "repo" / "det" / "1"
+    assert sorted(p.name for p in version.iterdir()) == ["model.onnx", "model.py"]
+    assert (version / "model.onnx").read_bytes() == b"graph v1"
+    assert (version / "model.py").read_bytes() == PYTHON_MODEL.read_bytes()
+    for f in (version / "model.py", tmp_path / "repo" / "det" / "config.pbtxt"):
+        assert stat.S_IMODE(f.stat().st_mode) == files.file_mode()
+    config = (tmp_path / "repo" / "det" / "config.pbtxt").read_text()
+    assert 'backend: "python"' in config and "platform" not in config and "dynamic_batching" in config
+
+
+def test_the_python_model_needs_neither_edgedet_nor_torch():
+    """model.py runs inside Triton's Python backend, where only numpy, onnxruntime and the
+    backend's own utilities are promised."""
+    tree = ast.parse(PYTHON_MODEL.read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported == {"json", "os", "numpy", "onnxruntime", "triton_python_backend_utils"}
+
+
+def test_a_model_of_the_same_name_for_another_backend_is_refused_and_left_alone(graph, tmp_path):
+    path, _ = graph
+    repo = tmp_path / "repo"
+    write_triton_repository(path, repo, "det")
+    before = {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+    with pytest.raises(TritonError, match="different config.pbtxt"):
+        write_triton_repository(path, repo, "det", backend="python")
+    assert {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in (repo / "det").iterdir()) == ["1", "config.pbtxt"]
+
+
+def test_an_unknown_triton_backend_is_a_usage_error(capsys, tmp_path):
+    result = cli_in_process(capsys, "export", "--model", "grid", "--random-init", "--out", str(tmp_path / "out"),
+                            "--triton", str(tmp_path / "repo"), "--triton-backend", "banana")
+    assert result.returncode == 2 and "--triton-backend" in result.stderr and "Traceback" not in result.stderr
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(ExportError, match="--triton-backend banana"):
+        ExportOptions(triton=str(tmp_path / "repo"), triton_backend="banana").validate("grid")
+
+
+def test_the_python_backend_without_a_repository_is_refused(capsys, tmp_path):
+    result = cli_in_process(capsys, "export", "--model", "grid", "--random-init", "--out", str(tmp_path / "out"),
+                            "--triton-backend", "python")
+    assert_user_error(result, "--triton-backend python", "--triton DIR")
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("name", ["../escape", "a/b", "/abs", "..", "", "with space", 'quo"te', ".hidden"])
 def test_model_names_cannot_leave_the_repository(graph, tmp_path, name):
     path, _ = graph
@@ -94,6 +150,7 @@ def test_export_triton_name_and_folder_are_checked_first(tmp_path):
     ("grid", {}),
     ("localizer", {}),
     ("unet", {"imgsz": (64, 64), "probs": True}),
+    ("grid", {"triton_backend": "python"}),
 ])
 def test_every_config_parses_with_tritons_own_schema(tmp_path, model, options):
     """Triton's ``ModelConfig`` protobuf, parsed strictly from text as the server does: an unknown
@@ -111,7 +168,11 @@ def test_every_config_parses_with_tritons_own_schema(tmp_path, model, options):
     config = text_format.Parse((tmp_path / "repo" / model / "config.pbtxt").read_text(),
                                model_config_pb2.ModelConfig())
     info = graph_info(onnx_file.path)
-    assert config.name == model and config.platform == "onnxruntime_onnx" and config.max_batch_size > 0
+    assert config.name == model and config.max_batch_size > 0
+    if options.get("triton_backend") == "python":
+        assert config.backend == "python" and not config.platform
+    else:
+        assert config.platform == "onnxruntime_onnx" and not config.backend
     assert config.HasField("dynamic_batching")
     types = {"uint8": "TYPE_UINT8", "float32": "TYPE_FP32", "int64": "TYPE_INT64"}
     for declared, actual in ((config.input, info["inputs"]), (config.output, info["outputs"])):

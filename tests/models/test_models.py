@@ -54,9 +54,14 @@ def test_forward_shapes_and_types_same_in_train_and_eval(name):
     elif get_entry(name).family == "grid":
         assert outs[0].shape == (b, 5 + c, *model.cfg.grid)
     else:  # yolo: one map per stride, stride 32 first
+        a = model.anchors.shape[1]
+        if get_entry(name).spec.instance_masks:  # then a coefficient map per stride and the prototypes
+            p, ps = model.cfg.num_protos, model.cfg.proto_stride
+            extra, outs = outs[len(model.strides):], outs[:len(model.strides)]
+            assert [tuple(o.shape) for o in extra] == [(b, a * p, h // s, w // s) for s in model.strides] + \
+                [(b, p, h // ps, w // ps)]
         assert len(outs) == len(model.strides)
         assert list(model.strides) == sorted(model.strides, reverse=True)
-        a = model.anchors.shape[1]
         for o, s in zip(outs, model.strides):
             assert o.shape == (b, a * (5 + c), h // s, w // s)
 
@@ -107,6 +112,9 @@ def test_decoder_output_layout(name):
     with torch.no_grad():
         decoded = decoder(model(x))
     task = get_entry(name).task
+    if get_entry(name).spec.instance_masks:  # (table, coefficients per row, prototypes)
+        decoded, coefficients, _ = decoded
+        assert coefficients.shape == (*decoded.shape[:2], model.cfg.num_protos)
     if task == "detection":
         assert decoded.dim() == 3 and decoded.shape[0] == b and decoded.shape[2] == 5 + c
         probs = decoded[..., 4:]

@@ -101,6 +101,61 @@ def test_iou_alone_loses_the_occluded_object():
     assert len(set(ids[0])) > 1
 
 
+def test_objects_crossing_behind_an_occluder_keep_their_ids():
+    # Two objects in neighbouring lanes pass behind the same occluder in opposite directions and
+    # are hidden at the same time: each must come out with its own id, not the other's.
+    speed = 4.0
+    occluder = (200.0, 200.0 + 6 * speed + SIZE)
+    movers = [Mover((40, 100), (speed, 0.0), range(120)), Mover((380, 134), (-speed, 0.0), range(120))]
+    ids = play(Tracker(), movers, 120, occluder=occluder, shuffle=2)
+    assert all(len(ids[i]) < 120 - 5 for i in (0, 1))  # both really were hidden
+    assert set(ids[0]) == {1} and set(ids[1]) == {2}
+
+
+def test_an_object_bouncing_while_seen_cut_is_looked_for_on_its_way_back():
+    # It goes behind a bar, shows in part in the narrow gap between the bar and the frame's edge,
+    # turns there, and comes back behind the bar: the track must follow the turn seen in part.
+    bar = (150.0, 230.0)
+    xs = [40.0 + 4 * f for f in range(54)]  # left edge: 40 .. 252, the right edge 250 + 28 reached
+    xs = [x if x + SIZE <= 260 else 2 * (260 - SIZE) - x for x in xs]
+    xs += [xs[-1] - 4 * (k + 1) for k in range(60)]
+    tracker = Tracker()
+    got = []
+    for f, x in enumerate(xs):
+        box = hide(np.array([x, 100 - SIZE / 2, x + SIZE, 100 + SIZE / 2]), bar)
+        if box is not None:
+            box[2] = min(box[2], 260.0)  # the frame's edge
+            got.append(int(tracker.update(box[None], np.array([0.9]), np.array([0]), frame=f)[0]))
+        else:
+            tracker.update(np.zeros((0, 4)), np.zeros(0), np.zeros(0), frame=f)
+    assert got[-1] != -1 and set(got) == {1}
+
+
+def test_a_much_bigger_object_near_a_lost_tracks_prediction_does_not_take_its_id():
+    # While a small object is hidden, a new object three times its size shows up right where the
+    # small one is predicted to be: it is another object (seen in part, an object looks smaller,
+    # not bigger), and the small one keeps its id when it comes out.
+    speed = 4.0
+    occluder = (200.0, 200.0 + 6 * speed + SIZE)
+    small = Mover((40, 100), (speed, 0.0), range(90))
+    tracker = Tracker()
+    small_ids, big_ids = [], []
+    for f in range(90):
+        rows = []
+        seen = hide(small.box(f), occluder)
+        if seen is not None:
+            rows.append(("small", seen))
+        if 50 <= f < 60:  # the small one is hidden now; the big one sits where it is predicted
+            cx = 40 + speed * f
+            rows.append(("big", np.array([cx - 1.5 * SIZE, 100 - 1.5 * SIZE, cx + 1.5 * SIZE, 100 + 1.5 * SIZE])))
+        boxes = np.array([b for _, b in rows]).reshape(-1, 4)
+        got = tracker.update(boxes, np.full(len(rows), 0.9), np.zeros(len(rows)), frame=f)
+        for (who, _), track_id in zip(rows, got.tolist()):
+            (small_ids if who == "small" else big_ids).append(track_id)
+    assert set(small_ids) == {1}
+    assert 1 not in big_ids and set(big_ids) - {-1} == {2}
+
+
 def test_a_new_object_gets_a_new_id_once_confirmed():
     movers = [Mover((20, 50), (3, 0), range(30)), Mover((300, 200), (-3, 0), range(10, 30))]
     ids = play(Tracker(), movers, 30)
@@ -162,6 +217,47 @@ def test_a_second_box_of_a_tracked_object_starts_no_track():
     for f in range(5):
         assert tracker.update(box + 3 * f, np.array([0.95, 0.7]), np.array([3, 7]), frame=f).tolist() == [1, -1]
     assert tracker.ids_issued == 1
+
+
+def test_boxes_overlapping_like_nms_duplicates_make_one_track():
+    # Per-class NMS leaves two boxes on one object where their classes differ, overlapping less
+    # than a same-class pair would need to be suppressed (IoU 0.6 here): one track, not two
+    # tracks taking turns.
+    tracker = Tracker()
+    first, second = [], []
+    for f in range(20):
+        box = np.array([[10.0, 10, 40, 40], [10, 10, 40, 50]]) + 3 * f  # IoU 0.75 ... 0.6 ...
+        box[1, 3] = box[0, 3] + 20.0  # ... 0.6: the second box is taller
+        scores = np.array([0.9, 0.8]) if f % 2 else np.array([0.8, 0.9])  # and they take turns leading
+        got = tracker.update(box, scores, np.array([3, 7]), frame=f).tolist()
+        first.append(got[0])
+        second.append(got[1])
+    assert tracker.ids_issued == 1
+    assert all((a == 1) != (b == 1) and -1 in (a, b) for a, b in zip(first, second))
+
+
+def test_two_boxes_of_an_object_coming_out_take_one_lost_track():
+    # Two objects are hidden; the first comes out boxed twice (two classes). The second box must
+    # not take the other hidden object's track: that one keeps its id when it comes out too.
+    speed = 4.0
+    occluder = (200.0, 200.0 + 6 * speed + SIZE)
+    movers = [Mover((40, 100), (speed, 0.0), range(100)), Mover((20, 150), (speed, 0.0), range(100))]
+    tracker = Tracker()
+    ids: dict[int, list[int]] = {0: [], 1: [], 2: []}  # 2: the first one's second box
+    for f in range(100):
+        rows = []
+        for i, mover in enumerate(movers):
+            seen = hide(mover.box(f), occluder)
+            if seen is not None:
+                rows.append((i, seen, 0.9, 0))
+                if i == 0 and seen[0] >= occluder[1]:  # coming out on the right
+                    rows.append((2, seen + np.array([0, 0, 0, 18.0]), 0.8, 5))  # IoU 0.6
+        got = tracker.update(np.array([r[1] for r in rows]).reshape(-1, 4), np.array([r[2] for r in rows]),
+                             np.array([r[3] for r in rows]), frame=f)
+        for (i, *_), track_id in zip(rows, got.tolist()):
+            ids[i].append(track_id)
+    assert set(ids[0]) == {1} and set(ids[1]) == {2}
+    assert set(ids[2]) == {-1}
 
 
 def test_a_track_lost_for_longer_than_max_lost_is_forgotten():

@@ -164,3 +164,25 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     assert proc.stdout.count("best.pt") == 1  # one process reports
     state = load_checkpoint(out / "last.pt")["train"]
     assert state["finished"] and state["global_step"] == 2  # 32 images, 16 per step (8 per process)
+
+
+def test_validation_on_the_first_images_only(tmp_path):
+    from edgedet.data.sample import FirstSamples
+    from edgedet.data.spec import build_dataset
+
+    said = []
+    result = train(_options(tmp_path, epochs=1, val_images=5), say=said.append, progress=False)
+    assert result.stopped == "finished"
+    assert any("32 train / 5 val images" in line for line in said), said
+    full = build_dataset(LOC, "val")
+    head = FirstSamples(full, 5)
+    assert len(full) == 32 and len(head) == 5 and head.class_names == full.class_names
+    assert all((head[i]["image"] == full[i]["image"]).all() for i in range(5))
+    with pytest.raises(IndexError):
+        head[5]
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["train"]["options"]["val_images"] == 5
+
+
+def test_val_images_must_be_positive(tmp_path):
+    with pytest.raises(TrainingError, match="--val-images must be >= 1"):
+        train(_options(tmp_path, val_images=0), say=_quiet, progress=False)

@@ -1,6 +1,6 @@
 """Running an exported graph: ONNX Runtime, TorchScript or OpenCV DNN behind one interface.
 
-One module per backend (:mod:`.ort`, :mod:`.torchscript`, :mod:`.opencv`), the shared interface
+One module per backend (:mod:`.ort`, :mod:`.openvino`, :mod:`.torchscript`, :mod:`.opencv`), the shared interface
 and input contract in :mod:`.base`, provider names in :mod:`.providers`; :func:`create_backend`
 picks one for a file.
 """
@@ -13,6 +13,7 @@ from typing import Sequence
 
 from edgedet.runtime.backends.base import Backend, BackendError, BackendUnavailable, ProviderWarning
 from edgedet.runtime.backends.opencv import OpenCVBackend
+from edgedet.runtime.backends.openvino import OpenVINOBackend, split_backend
 from edgedet.runtime.backends.ort import OrtBackend, trt_cache_dir
 from edgedet.runtime.backends.providers import AUTO_PROVIDERS, PROVIDER_ALIASES, resolve_providers
 from edgedet.runtime.backends.torchscript import TorchScriptBackend
@@ -20,10 +21,11 @@ from edgedet.runtime.cpu import physical_cores
 from edgedet.runtime.metadata import GraphMetadata, graph_format, read_metadata
 
 __all__ = ["Backend", "BackendError", "BackendUnavailable", "ProviderWarning", "OrtBackend", "TorchScriptBackend", "OpenCVBackend",
-           "create_backend", "resolve_providers", "physical_cores", "trt_cache_dir", "BACKENDS",
+           "OpenVINOBackend", "create_backend", "split_backend", "resolve_providers", "physical_cores", "trt_cache_dir", "BACKENDS",
            "PROVIDER_ALIASES", "AUTO_PROVIDERS"]
 
-BACKENDS = ("onnxruntime", "torchscript", "opencv")
+# ``openvino`` computes in f32; ``openvino-bf16`` / ``openvino-f16`` ask for reduced precision by name.
+BACKENDS = ("onnxruntime", "openvino", "openvino-bf16", "openvino-f16", "torchscript", "opencv")
 
 
 def create_backend(path: str | os.PathLike, backend: str = "auto", providers: str | Sequence[str] = "auto",
@@ -34,7 +36,8 @@ def create_backend(path: str | os.PathLike, backend: str = "auto", providers: st
     Args:
         path: the exported graph (it must carry edgedet metadata).
         backend: ``auto`` (ONNX Runtime for ``.onnx``, TorchScript for ``.torchscript``),
-            ``onnxruntime``, ``torchscript`` or ``opencv``.
+            ``onnxruntime``, ``openvino`` (f32), ``openvino-bf16``, ``openvino-f16``,
+            ``torchscript`` or ``opencv``.
         providers: ``auto`` or a comma-separated list / sequence (``tensorrt,cuda,cpu``); for
             TorchScript and OpenCV, ``cuda`` or ``cpu``. An explicitly named provider that is not
             installed or cannot load is an error; ``auto`` falls back with a warning.
@@ -51,13 +54,16 @@ def create_backend(path: str | os.PathLike, backend: str = "auto", providers: st
         backend = "onnxruntime" if fmt == "onnx" else "torchscript"
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose from auto, {', '.join(BACKENDS)}")
-    if backend in ("onnxruntime", "opencv") and fmt != "onnx":
+    base, precision = split_backend(backend)
+    if base in ("onnxruntime", "openvino", "opencv") and fmt != "onnx":
         raise BackendError(f"the {backend} backend runs .onnx files; {path.name} is TorchScript "
                            f"(use --backend torchscript)")
     if backend == "torchscript" and fmt != "torchscript":
         raise BackendError(f"the torchscript backend runs .torchscript files; {path.name} is ONNX")
     if backend == "onnxruntime":
         return OrtBackend(path, metadata, providers, threads, max_batch=max_batch, spinning=spinning)
+    if base == "openvino":
+        return OpenVINOBackend(path, metadata, providers, threads, precision=precision)
     if backend == "torchscript":
         return TorchScriptBackend(path, metadata, providers, threads)
     return OpenCVBackend(path, metadata, providers, threads)
