@@ -214,7 +214,7 @@ def build_deploy_module(model: nn.Module, *, input_format: str = "uint8", half: 
     dtype = torch.float16 if half else torch.float32
     model = model.to(dtype).eval()
     preprocess = Preprocess(model.cfg.in_channels, input_format, dtype)
-    if get_entry(model.model_name).spec.instance_masks and not fully_conv:
+    if spec.instance_masks and not fully_conv:
         return _instance_segmenter(model, preprocess, nms, nms_module)
     if task == "detection" and nms is None:
         dense = DensePredictor(model, preprocess, decoder)
