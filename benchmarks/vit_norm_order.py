@@ -7,13 +7,16 @@ Every run here is the same ``vit`` recipe (same data, seed, learning rate, sched
 without one). Each run is ``edgedet.train.trainer.train``, the code ``edgedet train`` runs, whose CLI
 has no warm-up option; the runs go to a temporary folder.
 
-Usage: python benchmarks/vit_norm_order.py [--epochs 4] [--n 2000] [--lr 0.001,0.004] [--threads 1]
+Usage: python benchmarks/vit_norm_order.py [--epochs 4] [--n 2000] [--lr 0.001,0.004] [--warmups 0,1]
+       [--val-images N] [--threads 1] [--jobs 1]
 Writes benchmarks/results/vit.md (the final figures of every run and each run's curve).
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import multiprocessing
 import os
 import platform
 import tempfile
@@ -42,9 +45,10 @@ def _cpu_busy() -> tuple[float, float] | None:
 
 def run(norm_first: bool, warmup: float, lr: float, args: argparse.Namespace, root: Path) -> dict:
     name = f"{'pre' if norm_first else 'post'}-ln-lr{lr:g}-warmup{warmup:g}"
+    torch.set_num_threads(args.threads)
     options = TrainOptions(model="vit", data=f"digits-loc:glyphs=builtin,n={args.n}", epochs=args.epochs,
                            batch=args.batch, lr=lr, warmup_epochs=warmup, device="cpu", seed=args.seed,
-                           patience=0, out=str(root / name),
+                           patience=0, out=str(root / name), val_images=args.val_images,
                            model_config={**MODEL_CONFIG, "norm_first": norm_first})
     start, busy = time.perf_counter(), _cpu_busy()
     try:
@@ -74,18 +78,25 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", default="0.001,0.004", help="peak learning rates, comma-separated")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--warmups", default="0,1", help="warm-up epochs, comma-separated")
+    parser.add_argument("--val-images", type=int, default=None,
+                        help="validate on the first N validation images (default: all --n)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (separate processes)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "vit.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     gemm = gemm_gflops(seconds=0.3, threads=args.threads)
-    runs = []
+    plan = [(norm_first, float(warmup), float(lr)) for lr in args.lr.split(",") for norm_first in (True, False)
+            for warmup in args.warmups.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        for lr in (float(v) for v in args.lr.split(",")):
-            for norm_first in (True, False):
-                for warmup in (0.0, 1.0):
-                    runs.append(run(norm_first, warmup, lr, args, Path(tmp)))
+        if args.jobs > 1:  # one process per run, so each keeps its own torch threads
+            context = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+                runs = list(pool.map(run, *zip(*plan), *([x] * len(plan) for x in (args, Path(tmp)))))
+        else:
+            runs = [run(*step, args, Path(tmp)) for step in plan]
 
     cfg = ", ".join(f"{k} {v:g}" for k, v in MODEL_CONFIG.items())
     lrs = ", ".join(sorted({f"{r['lr']:g}" for r in runs}))
@@ -96,7 +107,8 @@ def main() -> None:
         f"`digits-loc:glyphs=builtin,n={args.n}` (fresh training images every epoch), {args.epochs} epochs, "
         f"batch {args.batch}, AdamW, cosine decay to 1 %, seed {args.seed}; only the peak learning rate "
         f"({lrs}), the block order (`norm_first`) and the linear warm-up from 1 % of the peak change. Figures are the "
-        f"validation split ({args.n} images) after the last epoch. Produced by `benchmarks/vit_norm_order.py`.",
+        f"first {args.val_images or args.n} images of the validation split after the last epoch"
+        f"{f' ({args.jobs} runs at a time, one process each)' if args.jobs > 1 else ''}. Produced by `benchmarks/vit_norm_order.py`.",
         "",
         f"- CPU: {cpu_name()}, {os.cpu_count()} cores, {args.threads} torch thread(s); sgemm "
         f"{gemm:.0f} GFLOP/s at the start; torch {torch.__version__}; Python {platform.python_version()}",

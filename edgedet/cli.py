@@ -302,6 +302,9 @@ def bench(files: tuple[Path, ...], model_name: str | None, backends: str, provid
               help="Process every N-th frame of videos and streams.")
 @click.option("--no-drop", is_flag=True, help="Live sources: queue every frame instead of keeping the newest.")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for inference (default: physical cores).")
+@click.option("--spinning", type=click.Choice(["off", "in-run", "on"]), default="off", show_default=True,
+              help="ONNX Runtime's idle inference threads: sleep (off), spin only during a run (in-run), or "
+                   "always spin (on, ONNX Runtime's own default); see benchmarks/results/pipeline_fps.md.")
 @click.option("--timeout", type=click.FloatRange(0.1), default=_default(RunOptions, "open_timeout"), show_default=True,
               help="Seconds to wait for a camera or stream to open, or a stream to send a frame.")
 @click.option("--serve", "serve", metavar="HOST:PORT", help="Serve a live view (page, MJPEG stream, JSON) while "
@@ -310,7 +313,7 @@ def bench(files: tuple[Path, ...], model_name: str | None, backends: str, provid
               "and the summary until Ctrl-C.")
 def run(model_path: Path, source: str, providers: str, backend: str, conf: float | None, batch: int, show: bool,
         save: Path | None, save_json: Path | None, max_frames: int | None, track: bool, track_conf: float | None,
-        vid_stride: int, no_drop: bool, threads: int | None, timeout: float, serve: str | None,
+        vid_stride: int, no_drop: bool, threads: int | None, spinning: str, timeout: float, serve: str | None,
         serve_linger: bool) -> None:
     """Run an exported graph on a camera, video, images or a stream; draw, save and summarise."""
     from edgedet.runtime.pipeline import run as run_graph
@@ -323,7 +326,7 @@ def run(model_path: Path, source: str, providers: str, backend: str, conf: float
                          open_timeout=timeout, track=track or track_conf is not None, track_conf=track_conf,
                          serve=None if serve is None else parse_bind(serve), serve_linger=serve_linger)
     summary = run_graph(model_path, source, options, backend=backend, providers=providers, threads=threads,
-                        say=click.echo, say_err=lambda m: click.echo(m, err=True))
+                        spinning=spinning, say=click.echo, say_err=lambda m: click.echo(m, err=True))
     if summary.stopped_by in ("SIGINT", "SIGTERM"):
         sys.exit(130 if summary.stopped_by == "SIGINT" else 143)
     if summary.problems:  # a source given up after its reconnect attempts: outputs are finalised

@@ -219,7 +219,8 @@ class ExportedModel:
 
 
 def load_model(path: str | os.PathLike, *, backend: str = "auto", providers: str | Sequence[str] = "auto",
-               conf: float | None = None, threads: int | None = None, batch: int = 1) -> ExportedModel:
+               conf: float | None = None, threads: int | None = None, batch: int = 1,
+               spinning: str = "off") -> ExportedModel:
     """Load an exported ``.onnx`` or ``.torchscript`` graph for inference.
 
     Args:
@@ -229,7 +230,9 @@ def load_model(path: str | os.PathLike, *, backend: str = "auto", providers: str
         conf: score threshold on top of the graph's (see :class:`ExportedModel`).
         threads: CPU threads for the backend (default: physical cores).
         batch: the largest batch that will be run (sizes TensorRT's optimisation profile).
+        spinning: ONNX Runtime's idle intra-op threads: ``off``, ``in-run`` or ``on`` (see
+            :func:`edgedet.runtime.backends.create_backend`).
     """
     metadata = read_metadata(Path(path))
-    return ExportedModel(create_backend(path, backend, providers, threads, max_batch=batch, metadata=metadata),
-                         conf=conf)
+    return ExportedModel(create_backend(path, backend, providers, threads, max_batch=batch, metadata=metadata,
+                                        spinning=spinning), conf=conf)

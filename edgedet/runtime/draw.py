@@ -72,6 +72,20 @@ def _text_color(background: Color) -> Color:
     return (0, 0, 0) if luma > 140 else (255, 255, 255)
 
 
+@lru_cache(maxsize=4096)
+def _tag(text: str, scale: float, thickness: int, color: Color) -> np.ndarray:
+    """The filled tag with ``text`` on it, rendered once per (text, style, colour) and then copied:
+    anti-aliased text costs tens of microseconds per call, a copy of the tag a few, and a video
+    repeats the same few hundred tags frame after frame. Read-only (shared by every caller)."""
+    (tw, th), baseline = cv2.getTextSize(text, _FONT, scale, thickness)
+    pad = max(1, int(round(th * 0.25)))
+    tag = np.empty((th + baseline + pad, tw + 2 * pad, 3), np.uint8)
+    tag[:] = color
+    cv2.putText(tag, text, (pad, pad + th - 1), _FONT, scale, _text_color(color), thickness, cv2.LINE_AA)
+    tag.flags.writeable = False
+    return tag
+
+
 def draw_label(image: np.ndarray, text: str, x: int, y: int, color: Color,
                scale: float | None = None, thickness: int | None = None,
                above: bool = True) -> np.ndarray:
@@ -85,16 +99,15 @@ def draw_label(image: np.ndarray, text: str, x: int, y: int, color: Color,
         auto_scale, auto_thickness, _ = label_style(image.shape)
         scale = auto_scale if scale is None else scale
         thickness = auto_thickness if thickness is None else thickness
-    (tw, th), baseline = cv2.getTextSize(text, _FONT, scale, thickness)
-    pad = max(1, int(round(th * 0.25)))
-    tag_w, tag_h = tw + 2 * pad, th + baseline + pad
+    color = tuple(int(c) for c in color)
+    tag = _tag(text, float(scale), int(thickness), color)
+    tag_h, tag_w = tag.shape[:2]
     # Plain min/max, not np.clip: this runs once per drawn box, on every frame of a video.
     x0 = int(min(max(x, 0), max(0, w - tag_w)))
     y0 = y - tag_h if above and y - tag_h >= 0 else y
     y0 = int(min(max(y0, 0), max(0, h - tag_h)))
-    cv2.rectangle(image, (x0, y0), (x0 + tag_w - 1, y0 + tag_h - 1), color, cv2.FILLED)
-    cv2.putText(image, text, (x0 + pad, y0 + pad + th - 1), _FONT, scale, _text_color(color),
-                thickness, cv2.LINE_AA)
+    # A tag wider or taller than the image is cut at its right or bottom edge.
+    image[y0:y0 + tag_h, x0:x0 + tag_w] = tag[:h - y0, :w - x0]
     return image
 
 

@@ -465,7 +465,7 @@ def _check_outputs(options: RunOptions) -> None:
 
 
 def run(model_path: str | Path, source: str, options: RunOptions, *, backend: str = "auto",
-        providers: str = "auto", threads: int | None = None, say: Say = print,
+        providers: str = "auto", threads: int | None = None, spinning: str = "off", say: Say = print,
         say_err: Say = lambda m: print(m, file=sys.stderr)) -> RunSummary:
     """Everything ``edgedet run`` does, in the order that fails fastest on a user's mistake:
     the graph's metadata, the display and output paths, the sources, then the backend."""
@@ -485,7 +485,7 @@ def run(model_path: str | Path, source: str, options: RunOptions, *, backend: st
         try:
             with _warnings_as_lines(say_err):
                 model = load_model(model_path, backend=backend, providers=providers, conf=options.conf,
-                                   threads=threads, batch=options.batch)
+                                   threads=threads, batch=options.batch, spinning=spinning)
         except BaseException:
             for s in sources:
                 s.close()

@@ -59,6 +59,26 @@ def test_intra_op_threads_are_the_physical_cores(graphs):
     assert create_backend(graphs("grid"), threads=1).threads == 1
 
 
+@pytest.mark.parametrize("mode, allow, stop", [("off", "0", None), ("in-run", "1", "1"), ("on", "1", None)])
+def test_spinning_modes_set_onnxruntimes_thread_options(graphs, mode, allow, stop):
+    backend = create_backend(graphs("grid"), spinning=mode)
+    assert backend.spinning == mode
+    options = backend._options(verbose=False)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == allow
+    if stop is None:
+        with pytest.raises(Exception):  # not set at all: ONNX Runtime's default (no stop between runs)
+            options.get_session_config_entry("session.force_spinning_stop")
+    else:
+        assert options.get_session_config_entry("session.force_spinning_stop") == stop
+    frame = np.full((1, *backend.input_size, 3), 114, np.uint8)
+    np.testing.assert_array_equal(backend.run(frame)[0], create_backend(graphs("grid")).run(frame)[0])
+
+
+def test_unknown_spinning_mode_is_an_error(graphs):
+    with pytest.raises(BackendError, match="unknown spinning mode 'fast'; choose from off, in-run, on"):
+        create_backend(graphs("grid"), spinning="fast")
+
+
 def test_provider_names():
     assert resolve_providers("auto") == (["TensorrtExecutionProvider", "CUDAExecutionProvider",
                                            "CPUExecutionProvider"], True)

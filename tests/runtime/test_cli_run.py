@@ -255,3 +255,15 @@ def test_a_source_given_up_after_its_reconnects_ends_with_exit_1(monkeypatch, ca
     assert [line for line in err.splitlines() if line.startswith("error:")] == [
         "error: 1 of 1 source(s) failed and were given up (see the warnings above); outputs hold what was processed"]
     assert "Traceback" not in err
+
+
+def test_spinning_modes_run_and_a_bad_one_is_refused(graphs, video, tmp_path):
+    for mode in ("in-run", "on"):
+        js = tmp_path / f"{mode}.jsonl"
+        result = run_cli("run", "--model", str(graphs("yolov3-tiny")), "--source", str(video), "--spinning", mode,
+                         "--save-json", str(js))
+        assert result.returncode == 0, result.stderr
+        assert processed(result.stdout) == 12 and len(json_lines(js)) == 12
+    result = run_cli("run", "--model", str(graphs("yolov3-tiny")), "--source", str(video), "--spinning", "fast")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "'fast' is not one of 'off', 'in-run', 'on'" in result.stderr

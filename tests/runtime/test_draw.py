@@ -3,10 +3,11 @@
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
-from edgedet.runtime.draw import draw_detections, overlay_mask, palette
+from edgedet.runtime.draw import draw_detections, draw_label, overlay_mask, palette
 from tests.conftest import NO_TORCH_PRELUDE, REPO
 
 
@@ -45,6 +46,42 @@ def test_tags_stay_inside_small_and_large_images(shape):
     draw_detections(image, np.array([[0, 0, w, h], [w - 3, h - 3, w, h]], np.float32), np.array([0, 0]),
                     class_names=["a-rather-long-name"])
     assert image.any()
+
+
+def _label_drawn_in_place(image, text, x, y, color, scale, thickness):
+    """The tag as OpenCV draws it straight onto the image (what the cached tags must equal)."""
+    h, w = image.shape[:2]
+    (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    pad = max(1, int(round(th * 0.25)))
+    tag_w, tag_h = tw + 2 * pad, th + baseline + pad
+    x0 = min(max(x, 0), max(0, w - tag_w))
+    y0 = y - tag_h if y - tag_h >= 0 else y
+    y0 = min(max(y0, 0), max(0, h - tag_h))
+    cv2.rectangle(image, (x0, y0), (x0 + tag_w - 1, y0 + tag_h - 1), color, cv2.FILLED)
+    ink = (0, 0, 0) if 0.114 * color[0] + 0.587 * color[1] + 0.299 * color[2] > 140 else (255, 255, 255)
+    cv2.putText(image, text, (x0 + pad, y0 + pad + th - 1), cv2.FONT_HERSHEY_SIMPLEX, scale, ink, thickness,
+                cv2.LINE_AA)
+    return image
+
+
+@pytest.mark.parametrize("shape, x, y", [((480, 640, 3), 100, 200), ((480, 640, 3), 630, 2),
+                                         ((20, 30, 3), 3, 3), ((480, 640, 3), -40, 470)])
+def test_cached_tags_draw_the_same_pixels_as_opencv_in_place(shape, x, y):
+    rng = np.random.default_rng(0)
+    background = rng.integers(0, 256, shape, dtype=np.uint8)
+    for text, color in (("dog 0.87", (40, 200, 250)), ("#12 person 0.50", (120, 20, 60)),
+                        ("dog 0.87", (40, 200, 250))):  # the second "dog" comes from the cache
+        for scale, thickness in ((0.5, 1), (1.2, 2)):
+            ours = draw_label(background.copy(), text, x, y, color, scale, thickness)
+            theirs = _label_drawn_in_place(background.copy(), text, x, y, color, scale, thickness)
+            assert np.array_equal(ours, theirs), (text, scale)
+
+
+def test_cached_tags_cannot_be_changed_through_a_drawing():
+    image = draw_label(np.zeros((100, 200, 3), np.uint8), "cat 0.90", 10, 50, (0, 255, 0), 0.5, 1)
+    image[:] = 7  # the drawing is the caller's; the cached tag behind it is untouched
+    again = draw_label(np.zeros((100, 200, 3), np.uint8), "cat 0.90", 10, 50, (0, 255, 0), 0.5, 1)
+    assert again.max() == 255 and again[..., 1].max() == 255
 
 
 def test_overlay_mask_leaves_background_and_ignore_untouched():

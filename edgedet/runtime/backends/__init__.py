@@ -30,7 +30,7 @@ BACKENDS = ("onnxruntime", "openvino", "openvino-bf16", "openvino-f16", "torchsc
 
 def create_backend(path: str | os.PathLike, backend: str = "auto", providers: str | Sequence[str] = "auto",
                    threads: int | None = None, *, max_batch: int = 1, metadata: GraphMetadata | None = None,
-                   spinning: bool = False) -> Backend:
+                   spinning: str = "off") -> Backend:
     """Load an exported ``.onnx`` or ``.torchscript`` graph on a backend.
 
     Args:
@@ -44,8 +44,9 @@ def create_backend(path: str | os.PathLike, backend: str = "auto", providers: st
         threads: CPU threads (default: the physical cores this process may use).
         max_batch: the largest batch that will be run (sizes TensorRT's optimisation profile).
         metadata: the graph's metadata when already read.
-        spinning: ONNX Runtime: let idle intra-op threads spin (lower latency on an otherwise idle
-            CPU; steals cycles from other threads). Off by default.
+        spinning: ONNX Runtime: what idle intra-op threads do, ``off`` (sleep), ``in-run`` (spin
+            during a run only) or ``on`` (ONNX Runtime's own default: spin, taking cycles from
+            other threads); see ``SPIN_MODES`` in :mod:`edgedet.runtime.backends.ort`.
     """
     path = Path(path)
     fmt = graph_format(path)

@@ -110,14 +110,23 @@ def _cpu_placements(log: str) -> tuple[int, list[str]]:
 # ---------------------------------------------------------------------------------------------
 
 
+# What ONNX Runtime's idle intra-op threads do. "on" (ONNX Runtime's default): they spin, waiting
+# for the next operator, also after a run returns; "off": they sleep, and every operator pays a
+# wake-up; "in-run": they spin while a run is in progress and stop as soon as it returns
+# (session.force_spinning_stop), so a pipeline's other threads get the cores between runs.
+SPIN_MODES = ("off", "in-run", "on")
+
+
 class OrtBackend(Backend):
     """An ONNX Runtime session on the best usable execution providers."""
 
     name = "onnxruntime"
 
     def __init__(self, path: str | os.PathLike, metadata: GraphMetadata, providers: str | Sequence[str] = "auto",
-                 threads: int | None = None, max_batch: int = 1, spinning: bool = False) -> None:
+                 threads: int | None = None, max_batch: int = 1, spinning: str = "off") -> None:
         super().__init__(path, metadata)
+        if spinning not in SPIN_MODES:
+            raise BackendError(f"unknown spinning mode {spinning!r}; choose from {', '.join(SPIN_MODES)}")
         self.spinning = spinning
         self._ort = ort = require("onnxruntime", "the onnxruntime backend needs ONNX Runtime: "
                                                  "pip install onnxruntime-gpu (or onnxruntime)")
@@ -156,10 +165,10 @@ class OrtBackend(Backend):
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # By default idle intra-op threads sleep instead of spinning: the capture and writer
-        # threads of a pipeline need those cycles, and on a busy CPU spinning slows inference
-        # itself down (benchmarks/results/pipeline_fps.md).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spinning else "0")
+        # Idle intra-op threads: see SPIN_MODES (benchmarks/results/pipeline_fps.md has the numbers).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0" if self.spinning == "off" else "1")
+        if self.spinning == "in-run":
+            options.add_session_config_entry("session.force_spinning_stop", "1")
         # Verbose only while creating a GPU session, to read where nodes were placed.
         options.log_severity_level = 0 if verbose else 3
         return options
