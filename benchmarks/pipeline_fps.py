@@ -22,8 +22,8 @@ boxes per frame (a street) and about 60 (a crowd). Needs torch for the export on
 On a machine whose cores are all busy with inference, nothing hides the other stages' CPU time:
 the pipeline can reach at most ``cores / (inference CPU + other stages' CPU)`` frames per second.
 The script measures both per frame (inference: the process's CPU time over the bare loop; the
-writer's drawing, mp4v and MJPG encoding and JSON lines: one thread's CPU time, part by part) and
-prints that ceiling. The serial loop row shows what is left for threads to win on such a machine.
+capture threads' decoding and letterboxing and the writer's drawing, mp4v and MJPG encoding and JSON
+lines: the process's CPU time, part by part) and prints that ceiling. The serial loop row shows what is left for threads to win on such a machine.
 
 On a shared Linux machine, other sessions' jobs take their share of the cores whatever this
 process's nice value (the scheduler balances login sessions, "autogroups"). Raise this shell's share
@@ -54,15 +54,13 @@ sys.path.insert(0, str(REPO))
 
 from edgedet.bench import cpu_name
 from edgedet.runtime.api import load_model  # noqa: E402
-from edgedet.runtime.backends import physical_cores  # noqa: E402
-from edgedet.runtime.backends.ort import SPIN_MODES  # noqa: E402
+from edgedet.runtime.backends import DEFAULT_SPINNING, SPIN_MODES, create_backend, physical_cores  # noqa: E402
 from edgedet.runtime.draw import draw_status  # noqa: E402
 from edgedet.runtime.letterbox import letterbox  # noqa: E402
 from edgedet.runtime.pipeline import RunOptions, run_pipeline  # noqa: E402
 from edgedet.runtime.sources import open_sources, read_image  # noqa: E402
 
-# The mode `edgedet run` uses (the choice this script's figures support).
-DEFAULT_SPIN = "off"
+DEFAULT_SPIN = DEFAULT_SPINNING  # the mode `edgedet run` uses (the choice this script's figures support)
 PHOTO = REPO.parent / "shared" / "reference" / "darknet" / "dog.jpg"
 
 
@@ -118,14 +116,9 @@ def read_all(video: Path) -> list[np.ndarray]:
 
 
 def bare_fps(graph: Path, frames: list[np.ndarray], imgsz: int, threads: int, spin: str) -> tuple[float, float]:
-    """Frames per second of a bare ``session.run`` loop and the process CPU milliseconds per frame."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0" if spin == "off" else "1")
-    if spin == "in-run":
-        options.add_session_config_entry("session.force_spinning_stop", "1")
-    session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    """Frames per second of a bare ``session.run`` loop and the process CPU milliseconds per frame.
+    The session is the runtime backend's own (same options, spinning mode ``spin``), run directly."""
+    session = create_backend(graph, "onnxruntime", providers="cpu", threads=threads, spinning=spin).session
     inputs = [np.ascontiguousarray(letterbox(f, (imgsz, imgsz))[0][None]) for f in frames]
     for x in inputs[:5]:
         session.run(None, {"images": x})

@@ -19,6 +19,7 @@ from edgedet import __version__
 from edgedet.errors import EdgedetError, MissingDependencyError
 from edgedet.export.options import TRITON_BACKENDS, ExportOptions, NMSSettings
 from edgedet.parity.options import ParityOptions
+from edgedet.runtime.backends.ort import DEFAULT_SPINNING, SPIN_MODES
 from edgedet.runtime.pipeline import RunOptions
 from edgedet.train.options import BOX_LOSSES, TrainOptions
 
@@ -302,7 +303,7 @@ def bench(files: tuple[Path, ...], model_name: str | None, backends: str, provid
               help="Process every N-th frame of videos and streams.")
 @click.option("--no-drop", is_flag=True, help="Live sources: queue every frame instead of keeping the newest.")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for inference (default: physical cores).")
-@click.option("--spinning", type=click.Choice(["off", "in-run", "on"]), default="off", show_default=True,
+@click.option("--spinning", type=click.Choice(SPIN_MODES), default=DEFAULT_SPINNING, show_default=True,
               help="ONNX Runtime's idle inference threads: sleep (off), spin only during a run (in-run), or "
                    "always spin (on, ONNX Runtime's own default); see benchmarks/results/pipeline_fps.md.")
 @click.option("--timeout", type=click.FloatRange(0.1), default=_default(RunOptions, "open_timeout"), show_default=True,

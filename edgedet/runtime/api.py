@@ -22,7 +22,7 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 
-from edgedet.runtime.backends import Backend, create_backend
+from edgedet.runtime.backends import DEFAULT_SPINNING, Backend, create_backend
 from edgedet.runtime.letterbox import Letterbox, letterbox
 from edgedet.runtime.masks import check_masks_output
 from edgedet.runtime.metadata import GraphFileError, GraphMetadata, read_metadata
@@ -220,7 +220,7 @@ class ExportedModel:
 
 def load_model(path: str | os.PathLike, *, backend: str = "auto", providers: str | Sequence[str] = "auto",
                conf: float | None = None, threads: int | None = None, batch: int = 1,
-               spinning: str = "off") -> ExportedModel:
+               spinning: str = DEFAULT_SPINNING) -> ExportedModel:
     """Load an exported ``.onnx`` or ``.torchscript`` graph for inference.
 
     Args:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from edgedet.runtime.api import ExportedModel, load_model
-from edgedet.runtime.backends import ProviderWarning
+from edgedet.runtime.backends import DEFAULT_SPINNING, ProviderWarning
 from edgedet.runtime.draw import draw_status
 from edgedet.runtime.files import check_writable_file
 from edgedet.runtime.metadata import read_metadata
@@ -465,7 +465,8 @@ def _check_outputs(options: RunOptions) -> None:
 
 
 def run(model_path: str | Path, source: str, options: RunOptions, *, backend: str = "auto",
-        providers: str = "auto", threads: int | None = None, spinning: str = "off", say: Say = print,
+        providers: str = "auto", threads: int | None = None, spinning: str = DEFAULT_SPINNING,
+        say: Say = print,
         say_err: Say = lambda m: print(m, file=sys.stderr)) -> RunSummary:
     """Everything ``edgedet run`` does, in the order that fails fastest on a user's mistake:
     the graph's metadata, the display and output paths, the sources, then the backend."""

@@ -14,7 +14,7 @@ from typing import Sequence
 from edgedet.runtime.backends.base import Backend, BackendError, BackendUnavailable, ProviderWarning
 from edgedet.runtime.backends.opencv import OpenCVBackend
 from edgedet.runtime.backends.openvino import OpenVINOBackend, split_backend
-from edgedet.runtime.backends.ort import OrtBackend, trt_cache_dir
+from edgedet.runtime.backends.ort import DEFAULT_SPINNING, SPIN_MODES, OrtBackend, trt_cache_dir
 from edgedet.runtime.backends.providers import AUTO_PROVIDERS, PROVIDER_ALIASES, resolve_providers
 from edgedet.runtime.backends.torchscript import TorchScriptBackend
 from edgedet.runtime.cpu import physical_cores
@@ -22,7 +22,7 @@ from edgedet.runtime.metadata import GraphMetadata, graph_format, read_metadata
 
 __all__ = ["Backend", "BackendError", "BackendUnavailable", "ProviderWarning", "OrtBackend", "TorchScriptBackend", "OpenCVBackend",
            "OpenVINOBackend", "create_backend", "split_backend", "resolve_providers", "physical_cores", "trt_cache_dir", "BACKENDS",
-           "PROVIDER_ALIASES", "AUTO_PROVIDERS"]
+           "PROVIDER_ALIASES", "AUTO_PROVIDERS", "SPIN_MODES", "DEFAULT_SPINNING"]
 
 # ``openvino`` computes in f32; ``openvino-bf16`` / ``openvino-f16`` ask for reduced precision by name.
 BACKENDS = ("onnxruntime", "openvino", "openvino-bf16", "openvino-f16", "torchscript", "opencv")
@@ -30,7 +30,7 @@ BACKENDS = ("onnxruntime", "openvino", "openvino-bf16", "openvino-f16", "torchsc
 
 def create_backend(path: str | os.PathLike, backend: str = "auto", providers: str | Sequence[str] = "auto",
                    threads: int | None = None, *, max_batch: int = 1, metadata: GraphMetadata | None = None,
-                   spinning: str = "off") -> Backend:
+                   spinning: str = DEFAULT_SPINNING) -> Backend:
     """Load an exported ``.onnx`` or ``.torchscript`` graph on a backend.
 
     Args:

@@ -115,6 +115,8 @@ def _cpu_placements(log: str) -> tuple[int, list[str]]:
 # wake-up; "in-run": they spin while a run is in progress and stop as soon as it returns
 # (session.force_spinning_stop), so a pipeline's other threads get the cores between runs.
 SPIN_MODES = ("off", "in-run", "on")
+# The runtime's choice: measured best for `edgedet run` with outputs (benchmarks/pipeline_fps.py).
+DEFAULT_SPINNING = "off"
 
 
 class OrtBackend(Backend):
@@ -123,7 +125,8 @@ class OrtBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, path: str | os.PathLike, metadata: GraphMetadata, providers: str | Sequence[str] = "auto",
-                 threads: int | None = None, max_batch: int = 1, spinning: str = "off") -> None:
+                 threads: int | None = None, max_batch: int = 1,
+                 spinning: str = DEFAULT_SPINNING) -> None:
         super().__init__(path, metadata)
         if spinning not in SPIN_MODES:
             raise BackendError(f"unknown spinning mode {spinning!r}; choose from {', '.join(SPIN_MODES)}")
